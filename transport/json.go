@@ -1,0 +1,129 @@
+package transport
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+	"unicode/utf8"
+)
+
+// WriteJSON writes v as a JSON response with the given status.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		status, body = http.StatusInternalServerError, []byte(`{"status":"error","reason":"encoding response"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(append(body, '\n'))
+}
+
+// ErrorBody is the JSON every role answers an error with.
+type ErrorBody struct {
+	Status string `json:"status"` // always "error"
+	Reason string `json:"reason"`
+}
+
+// WriteError answers status with a JSON reason.
+func WriteError(w http.ResponseWriter, status int, reason string) {
+	WriteJSON(w, status, ErrorBody{Status: "error", Reason: reason})
+}
+
+// HTTPError is an error that knows the status it should be answered with.
+type HTTPError struct {
+	Status int
+	Reason string
+}
+
+func (e *HTTPError) Error() string { return fmt.Sprintf("%d %s", e.Status, e.Reason) }
+
+// Errorf makes an *HTTPError.
+func Errorf(status int, format string, args ...any) *HTTPError {
+	return &HTTPError{Status: status, Reason: fmt.Sprintf(format, args...)}
+}
+
+// WriteErr answers err: an *HTTPError with its status, an upstream failure as UpstreamStatus
+// says, anything else as 500.
+func WriteErr(w http.ResponseWriter, err error) {
+	var he *HTTPError
+	if errors.As(err, &he) {
+		WriteError(w, he.Status, he.Reason)
+		return
+	}
+	WriteError(w, UpstreamStatus(err), err.Error())
+}
+
+// ReadJSONBody reads a request body that must be JSON: a Content-Type other than JSON is 415,
+// a body over the server's limit 413, an empty, truncated, malformed or non-UTF-8 body 400.
+// A missing Content-Type is accepted, as the original services did.
+func ReadJSONBody(r *http.Request) ([]byte, error) {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || !(mt == "application/json" || strings.HasSuffix(mt, "+json")) {
+			return nil, Errorf(http.StatusUnsupportedMediaType, "content type %q is not application/json", ct)
+		}
+	}
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, Errorf(http.StatusRequestEntityTooLarge, "request body exceeds the limit of %d bytes", tooBig.Limit)
+		}
+		return nil, Errorf(http.StatusBadRequest, "reading request body: %v", err)
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil, Errorf(http.StatusBadRequest, "request body is empty")
+	}
+	if !utf8.Valid(body) {
+		return nil, Errorf(http.StatusBadRequest, "request body is not valid UTF-8")
+	}
+	return body, nil
+}
+
+// DecodeJSON decodes one JSON value from body into v, answering 400 with a reason that names
+// the offending field for wrong types, and rejecting trailing data. Unknown fields are
+// accepted: the original payloads carry extra fields (request_id) that must pass through.
+func DecodeJSON(body []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(v); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		var syntaxErr *json.SyntaxError
+		switch {
+		case errors.As(err, &typeErr) && typeErr.Field == "":
+			return Errorf(http.StatusBadRequest, "request body must be a JSON object, not %s", typeErr.Value)
+		case errors.As(err, &typeErr):
+			return Errorf(http.StatusBadRequest, "field %q must be a %s, not %s", typeErr.Field, typeErr.Type, typeErr.Value)
+		case errors.As(err, &syntaxErr):
+			return Errorf(http.StatusBadRequest, "malformed JSON at byte %d: %v", syntaxErr.Offset, syntaxErr)
+		case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+			return Errorf(http.StatusBadRequest, "truncated JSON")
+		default:
+			return Errorf(http.StatusBadRequest, "malformed JSON: %v", err)
+		}
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return Errorf(http.StatusBadRequest, "malformed JSON: data after the JSON value")
+	}
+	return nil
+}
+
+// Endpoint serves h at exactly path for method and answers every other request with a JSON
+// 404 (other paths) or 405 (other methods, with an Allow header).
+func Endpoint(method, path string, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path != path:
+			WriteError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint %s; this service serves %s %s", r.URL.Path, method, path))
+		case r.Method != method:
+			w.Header().Set("Allow", method)
+			WriteError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s is not allowed on %s; use %s", r.Method, path, method))
+		default:
+			h.ServeHTTP(w, r)
+		}
+	})
+}

@@ -1,0 +1,142 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Defaults of the Server, applied in one place (Server.defaults).
+const (
+	// DefaultReadHeaderTimeout bounds how long a client may take to send its headers, which is
+	// what a slowloris client stretches.
+	DefaultReadHeaderTimeout = 10 * time.Second
+	// DefaultReadTimeout bounds the whole request including its body, so a client that sends its
+	// body byte by byte cannot hold a connection and a goroutine forever.
+	DefaultReadTimeout = 30 * time.Second
+	// DefaultIdleTimeout closes idle keep-alive connections; the roles' clients pool connections
+	// for longer than a request, so this is generous.
+	DefaultIdleTimeout = 120 * time.Second
+	// DefaultShutdownTimeout is how long a graceful shutdown waits for requests in flight. It is
+	// longer than DefaultClientTimeout so a request that waits for its upstream can still finish.
+	DefaultShutdownTimeout = 65 * time.Second
+	// DefaultMaxBodyBytes limits request bodies. An alarm is a few hundred bytes; 1 MiB leaves
+	// room for other commands while keeping a hostile client from filling memory.
+	DefaultMaxBodyBytes = 1 << 20
+	// DefaultMaxHeaderBytes limits request headers. net/http adds 4 KiB of slack, so headers up to
+	// about 8 KiB pass and larger ones get 431, like common reverse proxies' defaults.
+	DefaultMaxHeaderBytes = 4 << 10
+)
+
+// Server serves one role's HTTP API on a listener, accepting HTTP/1.1 and h2c with prior
+// knowledge on the same port. Zero fields take the documented defaults.
+type Server struct {
+	// Listener is where to serve; required. tcptune.Listen makes it, with the role's backlog.
+	Listener net.Listener
+	// Handler serves the requests; it is wrapped with the body limit. Required.
+	Handler http.Handler
+	// ReadHeaderTimeout, ReadTimeout, IdleTimeout: zero means the Default* value.
+	ReadHeaderTimeout, ReadTimeout, IdleTimeout time.Duration
+	// ShutdownTimeout bounds the graceful shutdown; zero means DefaultShutdownTimeout.
+	ShutdownTimeout time.Duration
+	// MaxBodyBytes limits request bodies; zero means DefaultMaxBodyBytes, negative means no limit.
+	MaxBodyBytes int64
+	// MaxHeaderBytes limits request headers; zero means DefaultMaxHeaderBytes.
+	MaxHeaderBytes int
+	// Logger logs server errors and the shutdown; nil means no logging.
+	Logger *zap.Logger
+}
+
+func (s *Server) defaults() {
+	if s.ReadHeaderTimeout == 0 {
+		s.ReadHeaderTimeout = DefaultReadHeaderTimeout
+	}
+	if s.ReadTimeout == 0 {
+		s.ReadTimeout = DefaultReadTimeout
+	}
+	if s.IdleTimeout == 0 {
+		s.IdleTimeout = DefaultIdleTimeout
+	}
+	if s.ShutdownTimeout == 0 {
+		s.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if s.MaxBodyBytes == 0 {
+		s.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if s.MaxHeaderBytes == 0 {
+		s.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if s.Logger == nil {
+		s.Logger = zap.NewNop()
+	}
+}
+
+// Serve serves until ctx is done, then shuts down gracefully: it stops accepting, lets the
+// requests in flight finish (up to ShutdownTimeout) and returns nil. It returns an error when
+// serving fails or the shutdown could not finish in time.
+func (s *Server) Serve(ctx context.Context) error {
+	if s.Listener == nil || s.Handler == nil {
+		return errors.New("serving: transport.Server needs a Listener and a Handler")
+	}
+	s.defaults()
+
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+
+	handler := s.Handler
+	if s.MaxBodyBytes > 0 {
+		handler = limitBody(handler, s.MaxBodyBytes)
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		Protocols:         &protocols,
+		ReadHeaderTimeout: s.ReadHeaderTimeout,
+		ReadTimeout:       s.ReadTimeout,
+		IdleTimeout:       s.IdleTimeout,
+		MaxHeaderBytes:    s.MaxHeaderBytes,
+		ErrorLog:          zap.NewStdLog(s.Logger.Named("http")),
+		// Requests must not inherit cancellation from ctx: a shutdown lets them finish.
+		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(s.Listener) }()
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serving on %s: %w", s.Listener.Addr(), err)
+	case <-ctx.Done():
+	}
+	s.Logger.Info("shutting down, finishing requests in flight", zap.Stringer("addr", s.Listener.Addr()))
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		srv.Close()
+		<-errc
+		return fmt.Errorf("shutting down %s: %w", s.Listener.Addr(), err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serving on %s: %w", s.Listener.Addr(), err)
+	}
+	return nil
+}
+
+// limitBody rejects a declared Content-Length over the limit at once and caps the body of
+// every other request, so a handler reading it sees *http.MaxBytesError.
+func limitBody(next http.Handler, limit int64) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > limit {
+			WriteError(w, http.StatusRequestEntityTooLarge,
+				fmt.Sprintf("request body of %d bytes exceeds the limit of %d bytes", r.ContentLength, limit))
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
+		next.ServeHTTP(w, r)
+	})
+}
