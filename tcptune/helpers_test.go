@@ -1,0 +1,58 @@
+package tcptune
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// testTimeout bounds every test; nothing here should take more than a few
+// seconds, so hitting it means a hang, not a slow machine.
+const testTimeout = 20 * time.Second
+
+func testContext(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// fakeProc builds a proc tree in a temporary directory from paths relative
+// to it ("sys/net/core/somaxconn") and their contents, and returns its root.
+func fakeProc(t *testing.T, files map[string]string) string {
+	t.Helper()
+	root := t.TempDir()
+	for rel, content := range files {
+		path := filepath.Join(root, filepath.FromSlash(rel))
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return root
+}
+
+// eventually polls cond until it returns nil or the deadline passes, and
+// fails the test with cond's last error then.
+func eventually(t *testing.T, deadline time.Duration, cond func() error) {
+	t.Helper()
+	timeout := time.NewTimer(deadline)
+	defer timeout.Stop()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		select {
+		case <-timeout.C:
+			t.Fatalf("condition not met within %v: %v", deadline, err)
+		case <-tick.C:
+		}
+	}
+}
