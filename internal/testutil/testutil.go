@@ -1,0 +1,85 @@
+// Package testutil holds the helpers the integration tests of several packages share: polling
+// instead of sleeping, and running a role until the test ends.
+package testutil
+
+import (
+	"context"
+	"errors"
+	"net"
+	"testing"
+	"time"
+)
+
+// Eventually polls cond every few milliseconds until it returns nil or timeout passes, then
+// fails the test with cond's last error.
+func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %s: %v", timeout, err)
+		}
+		<-tick.C
+	}
+}
+
+// Runner is a role value.
+type Runner interface {
+	Run(ctx context.Context) error
+	Addr() net.Addr
+}
+
+// Run runs r until the test ends (or the returned stop is called) and reports a Run error as a
+// test failure. stop waits for Run to return, up to 70 s (longer than a graceful shutdown).
+func Run(t testing.TB, r Runner) (stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	var stopped bool
+	var err error
+	stop = func() error {
+		if stopped {
+			return err
+		}
+		stopped = true
+		cancel()
+		select {
+		case err = <-done:
+		case <-time.After(70 * time.Second):
+			err = errors.New("role did not stop within 70s")
+		}
+		return err
+	}
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("stopping role at %s: %v", r.Addr(), err)
+		}
+	})
+	return stop
+}
+
+// Listen opens a listener on 127.0.0.1:0.
+func Listen(t testing.TB) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
+// RefusedAddr returns a loopback address where nothing listens.
+func RefusedAddr(t testing.TB) string {
+	t.Helper()
+	ln := Listen(t)
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}

@@ -1,0 +1,72 @@
+// Package comp2 is component 2 of the legacy system (the original's ars_comp_2_proxy.py): it
+// accepts an alarm on POST /ID_REQ_KC_STORE7D3BPACKET and forwards it, with its Request-Id, to the
+// legacy backend, answering 200 only when the backend did.
+package comp2
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+
+	"go.uber.org/zap"
+
+	"github.com/lpsdev/lps/roles"
+	"github.com/lpsdev/lps/transport"
+)
+
+// Config configures a Comp2.
+type Config struct {
+	roles.Server
+	Upstream roles.Upstream
+}
+
+// Comp2 is a running component 2.
+type Comp2 struct {
+	svc      *roles.HTTPService
+	client   *transport.Client
+	upstream string
+	log      *zap.Logger
+}
+
+// New validates cfg and opens the listener.
+func New(cfg Config) (*Comp2, error) {
+	if err := roles.ValidateURL(cfg.Upstream.URL); err != nil {
+		return nil, fmt.Errorf("upstream %w", err)
+	}
+	cfg.SetDefaults()
+	c := &Comp2{upstream: roles.ForwardURL(cfg.Upstream.URL, roles.AlarmPath), log: cfg.Logger}
+	svc, err := roles.NewHTTPService(cfg.Server, transport.Endpoint(http.MethodPost, roles.AlarmPath, http.HandlerFunc(c.serveAlarm)), nil)
+	if err != nil {
+		return nil, err
+	}
+	c.svc = svc
+	c.client = cfg.Upstream.NewClient(cfg.Logger.Named("client"), cfg.Registry)
+	return c, nil
+}
+
+// Addr is where Comp2 listens.
+func (c *Comp2) Addr() net.Addr { return c.svc.Addr() }
+
+// Run serves until ctx is done, then finishes the requests in flight.
+func (c *Comp2) Run(ctx context.Context) error { return c.svc.Run(ctx) }
+
+func (c *Comp2) serveAlarm(w http.ResponseWriter, r *http.Request) {
+	body, err := transport.ReadJSONBody(r)
+	if err != nil {
+		transport.WriteErr(w, err)
+		return
+	}
+	alarm, err := roles.ParseAlarm(body)
+	if err != nil {
+		transport.WriteErr(w, err)
+		return
+	}
+	alarm.RequestID = transport.RequestIDFrom(r.Context())
+	if _, err := c.client.Post(r.Context(), c.upstream, "application/json", alarm.Marshal()); err != nil {
+		c.log.Warn("forwarding alarm failed", zap.String("request_id", alarm.RequestID), zap.Error(err))
+		transport.WriteError(w, transport.UpstreamStatus(err), "forwarding to the legacy system: "+err.Error())
+		return
+	}
+	transport.WriteJSON(w, http.StatusOK, roles.SuccessBody)
+}

@@ -1,0 +1,163 @@
+package comp2_test
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lpsdev/lps/internal/testutil"
+	"github.com/lpsdev/lps/roles"
+	"github.com/lpsdev/lps/roles/comp2"
+)
+
+// backend records what it received and answers with status.
+type backend struct {
+	mu       sync.Mutex
+	received []roles.Alarm
+	ids      []string
+	status   int
+	delay    chan struct{}
+}
+
+func (b *backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if b.delay != nil {
+		select {
+		case <-b.delay:
+		case <-r.Context().Done():
+			return
+		}
+	}
+	body, _ := io.ReadAll(r.Body)
+	var a roles.Alarm
+	json.Unmarshal(body, &a)
+	b.mu.Lock()
+	b.received = append(b.received, a)
+	b.ids = append(b.ids, r.Header.Get("Request-Id"))
+	status := b.status
+	b.mu.Unlock()
+	if status == 0 {
+		status = 200
+	}
+	w.WriteHeader(status)
+	io.WriteString(w, "Success")
+}
+
+func (b *backend) count() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.received)
+}
+
+func start(t *testing.T, upstream string, timeout time.Duration) string {
+	t.Helper()
+	cfg := comp2.Config{Upstream: roles.Upstream{URL: upstream, Timeout: timeout}}
+	cfg.Listener = testutil.Listen(t)
+	cfg.MaxBodyBytes = 1024
+	c, err := comp2.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Run(t, c)
+	return "http://" + c.Addr().String()
+}
+
+func TestForwardsAlarmWithRequestID(t *testing.T) {
+	b := &backend{}
+	up := httptest.NewServer(b)
+	t.Cleanup(up.Close)
+	url := start(t, up.URL, 0)
+
+	req, _ := http.NewRequest(http.MethodPost, url+roles.AlarmPath, strings.NewReader(`{"id":"0123","body":"Phone: 0123"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Request-Id", "rid-1")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"message":"Data published to Legacy System"`) {
+		t.Fatalf("got %d %s", resp.StatusCode, body)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.received) != 1 || b.received[0] != (roles.Alarm{ID: "0123", Body: "Phone: 0123", RequestID: "rid-1"}) || b.ids[0] != "rid-1" {
+		t.Errorf("backend got %+v with ids %v", b.received, b.ids)
+	}
+}
+
+func TestErrorStatuses(t *testing.T) {
+	b := &backend{}
+	up := httptest.NewServer(b)
+	t.Cleanup(up.Close)
+	url := start(t, up.URL, 0)
+
+	failing := &backend{status: 500}
+	failUp := httptest.NewServer(failing)
+	t.Cleanup(failUp.Close)
+	failURL := start(t, failUp.URL, 0)
+	refusedURL := start(t, "http://"+testutil.RefusedAddr(t), 0)
+	slow := &backend{delay: make(chan struct{})}
+	slowUp := httptest.NewServer(slow)
+	t.Cleanup(func() { close(slow.delay); slowUp.Close() })
+	slowURL := start(t, slowUp.URL, 200*time.Millisecond)
+
+	good := `{"id":"1","body":"b"}`
+	for _, tc := range []struct {
+		name, base, method, path, ctype, body string
+		status                                int
+		reason                                string
+	}{
+		{"malformed", url, "POST", roles.AlarmPath, "application/json", `{"id":`, 400, "truncated JSON"},
+		{"not an object", url, "POST", roles.AlarmPath, "application/json", `"x"`, 400, "JSON object"},
+		{"wrong type", url, "POST", roles.AlarmPath, "application/json", `{"id":1,"body":"b"}`, 400, `field \"id\"`},
+		{"missing field", url, "POST", roles.AlarmPath, "application/json", `{"id":"1"}`, 400, "body"},
+		{"empty field", url, "POST", roles.AlarmPath, "application/json", `{"id":"","body":"b"}`, 400, "id"},
+		{"empty body", url, "POST", roles.AlarmPath, "application/json", ``, 400, "empty"},
+		{"not utf-8", url, "POST", roles.AlarmPath, "application/json", "{\"id\":\"\xff\",\"body\":\"b\"}", 400, "UTF-8"},
+		{"too large", url, "POST", roles.AlarmPath, "application/json", `{"id":"1","body":"` + strings.Repeat("x", 2000) + `"}`, 413, "limit"},
+		{"not json", url, "POST", roles.AlarmPath, "text/plain", good, 415, "not application/json"},
+		{"other path", url, "POST", "/nope", "application/json", good, 404, "no such endpoint"},
+		{"other method", url, "GET", roles.AlarmPath, "", "", 405, "not allowed"},
+		{"upstream 500", failURL, "POST", roles.AlarmPath, "application/json", good, 502, "upstream answered 500"},
+		{"upstream refused", refusedURL, "POST", roles.AlarmPath, "application/json", good, 502, "unreachable"},
+		{"upstream timeout", slowURL, "POST", roles.AlarmPath, "application/json", good, 504, "timed out"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest(tc.method, tc.base+tc.path, strings.NewReader(tc.body))
+			if tc.ctype != "" {
+				req.Header.Set("Content-Type", tc.ctype)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.status || !strings.Contains(string(body), tc.reason) || !strings.Contains(string(body), `"status":"error"`) {
+				t.Errorf("got %d %s, want %d with %q", resp.StatusCode, body, tc.status, tc.reason)
+			}
+			if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+				t.Errorf("content type %q, want application/json", ct)
+			}
+		})
+	}
+	if n := b.count(); n != 0 {
+		t.Errorf("invalid input reached the backend %d times", n)
+	}
+}
+
+func TestNewRejectsBadUpstream(t *testing.T) {
+	for _, u := range []string{"", "ftp://x", "http://", "::nope"} {
+		cfg := comp2.Config{Upstream: roles.Upstream{URL: u}}
+		cfg.Listen = "127.0.0.1:0"
+		if _, err := comp2.New(cfg); err == nil || !strings.Contains(err.Error(), "upstream") {
+			t.Errorf("upstream %q: error %v, want one naming the upstream", u, err)
+		}
+	}
+}

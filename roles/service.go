@@ -1,0 +1,150 @@
+package roles
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/lpsdev/lps/dnscache"
+	"github.com/lpsdev/lps/tcptune"
+	"github.com/lpsdev/lps/transport"
+)
+
+// DefaultListen is the listen address of the original services (HTTP_HOST/HTTP_PORT defaults).
+const DefaultListen = ":8080"
+
+// Server are the settings of a role that serves HTTP. Zero fields take documented defaults.
+type Server struct {
+	// Listen is the address to listen on; "" means DefaultListen. Ignored when Listener is set.
+	Listen string
+	// Listener, when set, is served instead of opening Listen (tests and `lps up` pass one).
+	Listener net.Listener
+	// Backlog is the listen backlog; zero means tcptune.DefaultBacklog.
+	Backlog int
+	// ServiceName names the instance in logs and metrics.
+	ServiceName string
+	// MaxBodyBytes limits request bodies; zero means transport.DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+	// ShutdownTimeout bounds the graceful shutdown; zero means transport.DefaultShutdownTimeout.
+	ShutdownTimeout time.Duration
+	// Logger is the role's logger; nil means none. Registry collects its metrics; nil means a
+	// fresh registry of its own.
+	Logger   *zap.Logger
+	Registry *prometheus.Registry
+	// ProcRoot is where tcptune reads kernel counters; "" means /proc.
+	ProcRoot string
+}
+
+// SetDefaults fills the zero fields that roles use before building their service: Listen,
+// Logger and Registry.
+func (s *Server) SetDefaults() {
+	if s.Listen == "" {
+		s.Listen = DefaultListen
+	}
+	if s.Logger == nil {
+		s.Logger = zap.NewNop()
+	}
+	if s.Registry == nil {
+		s.Registry = prometheus.NewRegistry()
+	}
+}
+
+// Upstream are the settings of a role's outbound HTTP requests.
+type Upstream struct {
+	// URL is where to forward (TARGET_URL); required.
+	URL string
+	// HTTP2 sends with h2c prior knowledge (USE_HTTP_2).
+	HTTP2 bool
+	// NoDNSCache turns the resolver cache off (SKIP_DNS_CACHE). The cache follows moved targets,
+	// so it is on by default for performance and failover runs alike.
+	NoDNSCache bool
+	// Timeout bounds one request; zero means transport.DefaultClientTimeout.
+	Timeout time.Duration
+}
+
+// ValidateURL checks that raw is an absolute http(s) URL with a host.
+func ValidateURL(raw string) error {
+	if raw == "" {
+		return fmt.Errorf("is required")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return err
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return fmt.Errorf("%q: scheme must be http or https", raw)
+	}
+	if u.Host == "" || u.Hostname() == "" {
+		return fmt.Errorf("%q: has no host", raw)
+	}
+	return nil
+}
+
+// NewClient builds the transport.Client of an upstream, with the DNS cache unless disabled; the
+// cache's counters go to reg.
+func (u Upstream) NewClient(logger *zap.Logger, reg prometheus.Registerer) *transport.Client {
+	c := &transport.Client{HTTP2: u.HTTP2, Timeout: u.Timeout, Logger: logger}
+	if !u.NoDNSCache {
+		r := &dnscache.Resolver{Logger: logger.Named("dnscache")}
+		if reg != nil {
+			reg.MustRegister(r)
+		}
+		c.DialContext = r.DialContext
+	}
+	return c
+}
+
+// HTTPService is the serving part of a role: its listener, API, admin endpoints and metrics.
+type HTTPService struct {
+	cfg    Server
+	server transport.Server
+	ln     net.Listener
+}
+
+// NewHTTPService opens the listener (so a bad address fails at start and the address is known
+// at once) and assembles the handler: admin endpoints at /healthz, /readyz and /metrics, every
+// other path to api, which gets Request-Id handling, metrics and access logs.
+func NewHTTPService(cfg Server, api http.Handler, ready func(context.Context) error) (*HTTPService, error) {
+	cfg.SetDefaults()
+	ln := cfg.Listener
+	if ln == nil {
+		var err error
+		if ln, err = tcptune.Listen(context.Background(), "tcp", cfg.Listen, cfg.Backlog); err != nil {
+			return nil, fmt.Errorf("listening on %s: %w", cfg.Listen, err)
+		}
+	}
+	cfg.Registry.MustRegister(tcptune.NewCollector(cfg.ProcRoot))
+	metrics := transport.NewMetrics(cfg.Registry)
+
+	mux := http.NewServeMux()
+	transport.Admin{Gatherer: cfg.Registry, Ready: ready}.Register(mux)
+	mux.Handle("/", transport.RequestID(metrics.Wrap(api, cfg.Logger)))
+
+	s := &HTTPService{cfg: cfg, ln: ln}
+	s.server = transport.Server{
+		Listener:        ln,
+		Handler:         mux,
+		MaxBodyBytes:    cfg.MaxBodyBytes,
+		ShutdownTimeout: cfg.ShutdownTimeout,
+		Logger:          cfg.Logger,
+	}
+	return s, nil
+}
+
+// Addr is the address the service listens on.
+func (s *HTTPService) Addr() net.Addr { return s.ln.Addr() }
+
+// Run serves until ctx is done, then finishes the requests in flight and returns.
+func (s *HTTPService) Run(ctx context.Context) error {
+	s.cfg.Logger.Info("listening", zap.Stringer("addr", s.ln.Addr()))
+	return s.server.Serve(ctx)
+}
+
+// Close releases the listener of a service that will not Run.
+func (s *HTTPService) Close() error { return s.ln.Close() }
