@@ -1,0 +1,127 @@
+package cli
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/spf13/cobra"
+
+	"github.com/lpsdev/lps/roles"
+)
+
+func env(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+// testCmd is a command with the flags of an HTTP role that forwards upstream.
+func testCmd() (*cobra.Command, *roles.Server, *roles.Upstream, *upstreamFlags) {
+	var srv roles.Server
+	var up roles.Upstream
+	cmd := &cobra.Command{Use: "x"}
+	addServerFlags(cmd.Flags(), &srv, ":8080", "svc")
+	uf := addUpstreamFlags(cmd.Flags(), &up, "test")
+	return cmd, &srv, &up, uf
+}
+
+func TestEnvironmentFillsFlags(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		listen  string
+		url     string
+		http2   bool
+		noCache bool
+		svc     string
+	}{
+		{name: "defaults", listen: ":8080", svc: "svc"},
+		{name: "original names", env: map[string]string{"TARGET_URL": "http://a:1", "USE_HTTP_2": "yes", "SKIP_DNS_CACHE": "1", "SERVICE_NAME": "ars-comp-2-1", "HTTP_HOST": "127.0.0.1", "HTTP_PORT": "9000"},
+			listen: "127.0.0.1:9000", url: "http://a:1", http2: true, noCache: true, svc: "ars-comp-2-1"},
+		{name: "port only", env: map[string]string{"HTTP_PORT": "9001"}, listen: "0.0.0.0:9001", svc: "svc"},
+		{name: "LPS_ names win over original ones", env: map[string]string{"TARGET_URL": "http://a:1", "LPS_UPSTREAM": "http://b:2", "LPS_LISTEN": ":7000", "HTTP_PORT": "9"},
+			listen: ":7000", url: "http://b:2", svc: "svc"},
+		{name: "flag wins over env", args: []string{"--upstream", "http://c:3", "--http2=false", "--listen", ":1"},
+			env:    map[string]string{"TARGET_URL": "http://a:1", "USE_HTTP_2": "true", "HTTP_PORT": "9"},
+			listen: ":1", url: "http://c:3", svc: "svc"},
+		{name: "skip dns cache false keeps it", env: map[string]string{"SKIP_DNS_CACHE": "false"}, listen: ":8080", svc: "svc"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd, srv, up, uf := testCmd()
+			if err := cmd.ParseFlags(tc.args); err != nil {
+				t.Fatal(err)
+			}
+			a := &app{opts: Options{LookupEnv: env(tc.env)}}
+			if err := applyEnv(cmd, a.opts.LookupEnv); err != nil {
+				t.Fatal(err)
+			}
+			if err := a.listenEnv(cmd); err != nil {
+				t.Fatal(err)
+			}
+			uf.cfg.NoDNSCache = !uf.dnsCache
+			if srv.Listen != tc.listen || up.URL != tc.url || up.HTTP2 != tc.http2 || up.NoDNSCache != tc.noCache || srv.ServiceName != tc.svc {
+				t.Errorf("got listen %q url %q http2 %v nocache %v svc %q", srv.Listen, up.URL, up.HTTP2, up.NoDNSCache, srv.ServiceName)
+			}
+		})
+	}
+}
+
+func TestInvalidConfigurationStopsWithOneLineNamingTheFlag(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"malformed url", []string{"comp2", "--upstream", "not a url"}, nil, "--upstream"},
+		{"missing url", []string{"comp1"}, nil, "--upstream"},
+		{"url from env", []string{"comp2"}, map[string]string{"TARGET_URL": "ftp://x"}, "--upstream"},
+		{"port out of range", []string{"comp2", "--upstream", "http://a", "--listen", ":70000"}, nil, "--listen"},
+		{"env port out of range", []string{"comp2", "--upstream", "http://a"}, map[string]string{"HTTP_PORT": "99999"}, "HTTP_PORT"},
+		{"bad bool env", []string{"comp2", "--upstream", "http://a"}, map[string]string{"USE_HTTP_2": "maybe"}, "--http2 from $USE_HTTP_2"},
+		{"bad backlog", []string{"rast-sim", "--backlog", "x"}, nil, "--backlog"},
+		{"bad backlog env", []string{"rast-sim"}, map[string]string{"LPS_BACKLOG": "-5"}, "--backlog"},
+		{"bad log format", []string{"rast-sim", "--log-format", "xml", "--listen", "127.0.0.1:0"}, nil, "log format"},
+		{"unknown topology", []string{"up", "--topology", "mesh"}, nil, "mesh"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			root := NewRoot(Options{LookupEnv: env(tc.env), Stdout: &out, Stderr: &errOut})
+			code := Execute(root, tc.args)
+			msg := errOut.String()
+			if code == 0 || !strings.Contains(msg, tc.want) || strings.Count(strings.TrimSpace(msg), "\n") != 0 {
+				t.Errorf("exit %d, stderr %q: want a non-zero exit and one line containing %q", code, msg, tc.want)
+			}
+		})
+	}
+}
+
+func TestHelpListsRoles(t *testing.T) {
+	var out bytes.Buffer
+	root := NewRoot(Options{Stdout: &out, Stderr: &out, LookupEnv: env(nil)})
+	if code := Execute(root, []string{"--help"}); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	for _, want := range []string{"rast-sim", "comp1", "comp2", "up", "probe", "version", "Examples:"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("help lacks %q:\n%s", want, out.String())
+		}
+	}
+	out.Reset()
+	Execute(NewRoot(Options{Stdout: &out, Stderr: &out, LookupEnv: env(nil)}), []string{"comp2", "--help"})
+	for _, want := range []string{"TARGET_URL", "LPS_UPSTREAM", "SKIP_DNS_CACHE", "USE_HTTP_2", "SERVICE_NAME"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("comp2 help lacks %q", want)
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	var out bytes.Buffer
+	if code := Execute(NewRoot(Options{Version: "v9.9.9", Stdout: &out, LookupEnv: env(nil)}), []string{"version"}); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	if !strings.HasPrefix(out.String(), "lps v9.9.9 (commit ") {
+		t.Errorf("version printed %q", out.String())
+	}
+}

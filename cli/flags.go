@@ -1,0 +1,71 @@
+package cli
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/lpsdev/lps/roles"
+	"github.com/lpsdev/lps/tcptune"
+)
+
+// serverFlags binds the flags of a role that serves HTTP.
+type serverFlags struct {
+	cfg *roles.Server
+}
+
+func addServerFlags(fs *pflag.FlagSet, cfg *roles.Server, defListen, defName string) serverFlags {
+	fs.StringVar(&cfg.Listen, "listen", defListen, "address to listen on, host:port")
+	fs.IntVar(&cfg.Backlog, "backlog", tcptune.DefaultBacklog, "listen backlog (the kernel caps it at net.core.somaxconn)")
+	fs.StringVar(&cfg.ServiceName, "service-name", defName, "instance name: log file name, metrics, MQTT client id")
+	fs.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 1<<20, "largest request body accepted; larger ones get 413")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 65*time.Second, "how long a graceful shutdown waits for requests in flight")
+	aliasEnv(fs, "service-name", alias{name: "SERVICE_NAME"})
+	return serverFlags{cfg: cfg}
+}
+
+func (f serverFlags) validate() error {
+	if err := validateListen("listen", f.cfg.Listen); err != nil {
+		return err
+	}
+	if f.cfg.Backlog <= 0 {
+		return fmt.Errorf("invalid --backlog %d: must be positive", f.cfg.Backlog)
+	}
+	if f.cfg.MaxBodyBytes <= 0 {
+		return fmt.Errorf("invalid --max-body-bytes %d: must be positive", f.cfg.MaxBodyBytes)
+	}
+	if f.cfg.ServiceName == "" {
+		return fmt.Errorf("invalid --service-name: must not be empty")
+	}
+	return nil
+}
+
+// upstreamFlags binds the flags of a role's outbound HTTP requests.
+type upstreamFlags struct {
+	cfg      *roles.Upstream
+	dnsCache bool
+}
+
+func addUpstreamFlags(fs *pflag.FlagSet, cfg *roles.Upstream, what string) *upstreamFlags {
+	f := &upstreamFlags{cfg: cfg}
+	fs.StringVar(&cfg.URL, "upstream", "", "URL to forward to ("+what+"); a URL without a path gets the alarm path")
+	fs.BoolVar(&cfg.HTTP2, "http2", false, "send upstream requests as HTTP/2 over cleartext with prior knowledge")
+	fs.BoolVar(&f.dnsCache, "dns-cache", true, "cache name resolution; entries expire and are dropped when a connection fails")
+	fs.DurationVar(&cfg.Timeout, "timeout", 60*time.Second, "timeout of one upstream request; on expiry the caller gets 504")
+	aliasEnv(fs, "upstream", alias{name: "TARGET_URL"})
+	aliasEnv(fs, "http2", alias{name: "USE_HTTP_2"})
+	aliasEnv(fs, "dns-cache", alias{name: "SKIP_DNS_CACHE", invert: true})
+	return f
+}
+
+func (f *upstreamFlags) validate() error {
+	f.cfg.NoDNSCache = !f.dnsCache
+	if err := roles.ValidateURL(f.cfg.URL); err != nil {
+		return fmt.Errorf("invalid --upstream: %v", err)
+	}
+	if f.cfg.Timeout <= 0 {
+		return fmt.Errorf("invalid --timeout %s: must be positive", f.cfg.Timeout)
+	}
+	return nil
+}

@@ -1,0 +1,202 @@
+package topology_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/lpsdev/lps/topology"
+	"github.com/lpsdev/lps/transport"
+)
+
+// startTopology starts cfg on ephemeral loopback ports until the test ends.
+func startTopology(t testing.TB, cfg topology.Config) *topology.Topology {
+	t.Helper()
+	cfg.Comp1Port = -1
+	top, err := topology.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- top.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("topology: %v", err)
+			}
+		case <-time.After(70 * time.Second):
+			t.Error("topology did not stop")
+		}
+	})
+	return top
+}
+
+// postAlarm sends alarm i to comp1 at base, as query parameters for odd i and as JSON for
+// even i, with Request-Id id.
+func postAlarm(ctx context.Context, c *transport.Client, hc *http.Client, base string, i int, id string) error {
+	trigger := time.Now().UTC().Format(time.RFC3339)
+	phone := []string{"0151", "0160", "0170"}[i%3]
+	branch := fmt.Sprint(2001 + i%10)
+	if i%2 == 1 {
+		q := url.Values{"Phone": {phone}, "Branch": {branch}, "Headnumber": {"8023"}, "TriggerTime": {trigger}}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"?"+q.Encode(), nil)
+		req.Header.Set(transport.RequestIDHeader, id)
+		resp, err := hc.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("alarm %s: status %d", id, resp.StatusCode)
+		}
+		return nil
+	}
+	body := fmt.Sprintf(`{"phone":%q,"branch":%s,"headnumber":"8023","triggertime":%q}`, phone, branch, trigger)
+	_, err := c.Post(transport.WithRequestID(ctx, id), base, "application/json", []byte(body))
+	return err
+}
+
+func TestBaselineDeliversEachAlarmExactlyOnce(t *testing.T) {
+	top := startTopology(t, topology.Config{Kind: topology.Baseline, Model: "none"})
+	urls := top.Comp1URLs()
+	if len(urls) != 3 {
+		t.Fatalf("comp1 urls %v", urls)
+	}
+	const alarms, workers = 1000, 50
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	client := &transport.Client{}
+	hc := &http.Client{Timeout: 30 * time.Second}
+	jobs := make(chan int)
+	errs := make(chan error, alarms)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range jobs {
+				if err := postAlarm(ctx, client, hc, urls[i%len(urls)], i, fmt.Sprintf("alarm-%04d", i)); err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	for i := range alarms {
+		jobs <- i
+	}
+	close(jobs)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	got := top.Sim.Received()
+	if len(got) != alarms {
+		t.Errorf("rast-sim received %d distinct ids, want %d", len(got), alarms)
+	}
+	for i := range alarms {
+		if n := got[fmt.Sprintf("alarm-%04d", i)]; n != 1 {
+			t.Errorf("alarm-%04d received %d times", i, n)
+		}
+	}
+}
+
+// requestsByProto sums lps_http_requests_total of reg by protocol.
+func requestsByProto(t *testing.T, reg prometheus.Gatherer) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "lps_http_requests_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			out[label(m, "proto")] += m.GetCounter().GetValue()
+		}
+	}
+	return out
+}
+
+func label(m *dto.Metric, name string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
+}
+
+func TestEveryHopSpeaksHTTP2WhenAsked(t *testing.T) {
+	for _, h2 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("http2=%v", h2), func(t *testing.T) {
+			top := startTopology(t, topology.Config{Kind: topology.Baseline, Model: "none", HTTP2: h2, Instances: 1})
+			client := &transport.Client{HTTP2: h2}
+			const n = 20
+			for i := range n {
+				body := `{"phone":"1","branch":"2001","headnumber":"8023","triggertime":"2026-11-26T04:00:00Z"}`
+				if _, err := client.Post(context.Background(), top.Comp1URLs()[0], "application/json", []byte(body)); err != nil {
+					t.Fatalf("alarm %d: %v", i, err)
+				}
+			}
+			want := "HTTP/1.1"
+			if h2 {
+				want = "HTTP/2.0"
+			}
+			for _, s := range top.Services {
+				got := requestsByProto(t, s.Registry)
+				if got[want] != n || len(got) != 1 {
+					t.Errorf("%s saw %v, want %d requests all %s", s.Name, got, n, want)
+				}
+			}
+		})
+	}
+}
+
+func TestUnknownKind(t *testing.T) {
+	if _, err := topology.New(topology.Config{Kind: "mesh"}); err == nil || !strings.Contains(err.Error(), "mesh") {
+		t.Errorf("error %v, want one naming the kind", err)
+	}
+}
+
+// BenchmarkBaselineChain measures alarms through comp1 -> comp2 -> rast-sim (model off) in one
+// process, over HTTP/1.1 and h2c.
+func BenchmarkBaselineChain(b *testing.B) {
+	for _, h2 := range []bool{false, true} {
+		b.Run(fmt.Sprintf("http2=%v", h2), func(b *testing.B) {
+			top := startTopology(b, topology.Config{Kind: topology.Baseline, Model: "none", HTTP2: h2})
+			urls := top.Comp1URLs()
+			client := &transport.Client{HTTP2: h2}
+			body := []byte(`{"phone":"1","branch":"2001","headnumber":"8023","triggertime":"2026-11-26T04:00:00Z"}`)
+			b.SetParallelism(16)
+			b.ResetTimer()
+			var i int64
+			var mu sync.Mutex
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					mu.Lock()
+					i++
+					u := urls[i%int64(len(urls))]
+					mu.Unlock()
+					if _, err := client.Post(context.Background(), u, "application/json", body); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
