@@ -1,0 +1,293 @@
+package broker
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+// Defaults applied by New.
+const (
+	// DefaultAddress is where the broker listens when Config names no
+	// Listener and no Address: loopback, so that nothing is exposed by
+	// accident.
+	DefaultAddress = "127.0.0.1:1883"
+	// DefaultMaxQueued is the default of Config.MaxQueued: a million
+	// messages. A queued message costs about 200 bytes of memory plus the
+	// packet as received (an LPS alarm is about 300 bytes), so a full queue
+	// of this size holds about half a gigabyte.
+	DefaultMaxQueued = 1_000_000
+	// DefaultMaxInflight is the default of Config.MaxInflight, the same as
+	// mochi's default receive maximum.
+	DefaultMaxInflight = 1024
+)
+
+// ErrRunTwice is returned by Run on a Broker that has already run or been
+// closed: a Broker is used once.
+var ErrRunTwice = errors.New("broker already ran")
+
+// Config configures a Broker. Zero values are usable; each field says its
+// default.
+type Config struct {
+	// Listener is the socket to serve on, made by the caller (the roles make
+	// listeners with tcptune). The Broker owns it from New on: Run, Close, or
+	// a failing New closes it. If nil, the broker listens on Address.
+	Listener net.Listener
+	// Address is used only when Listener is nil: host:port to listen on with
+	// net.Listen. Default DefaultAddress (loopback; give "0.0.0.0:1883" or
+	// ":1883" to listen on all interfaces).
+	Address string
+
+	// DataDir, if set, is a directory where sessions, subscriptions,
+	// queued and in-flight messages and retained messages are kept (one
+	// bbolt file, broker.db), so that they survive a restart, graceful or
+	// not. "" keeps everything in memory only.
+	DataDir string
+	// SyncWrites makes every write to DataDir wait for fsync. Without it
+	// each change is written to the file (the kernel's page cache) before
+	// the broker acknowledges anything, which survives the broker process
+	// being killed (kill -9) but not the machine losing power; with it the
+	// broker also survives power loss, at the price of one fsync per state
+	// change (several per message).
+	SyncWrites bool
+
+	// Username and Password, if set (both or neither), are required from
+	// every client; otherwise clients connect anonymously.
+	Username, Password string
+	// TLS, if set, serves MQTT over TLS on the listener. It needs a
+	// certificate (Certificates or GetCertificate).
+	TLS *tls.Config
+
+	// MaxQueued bounds each queue of messages waiting for a subscriber's
+	// receive quota or for it to reconnect: the queue of a client session
+	// and the queue of a shared subscription group. A QoS 1/2 publish that
+	// would exceed it is refused to the publisher with reason code 0x97
+	// (quota exceeded), logged at error level and counted in
+	// lps_broker_publishes_refused_total; the publisher keeps the message.
+	// Default DefaultMaxQueued.
+	MaxQueued int
+	// MaxInflight caps the messages in flight to one client (sent, not yet
+	// acknowledged) below its receive maximum. Default DefaultMaxInflight;
+	// at most 65535.
+	MaxInflight int
+
+	// Logger receives the broker's logs; mochi's own lines come through a
+	// log/slog bridge under the name "mochi". Default: no logging.
+	Logger *zap.Logger
+	// Registerer, if set, gets the broker's metrics (lps_broker_*). They are
+	// unregistered when Run returns, so a broker restarted in the same
+	// process can register them again.
+	Registerer prometheus.Registerer
+}
+
+// Stats is a snapshot of what the broker holds.
+type Stats struct {
+	ClientsConnected int // clients with an open connection
+	Sessions         int // sessions held, connected or not
+	// Queued counts QoS 1/2 messages waiting for a subscriber's receive
+	// quota or for it to reconnect, in client and shared group queues.
+	Queued int
+	// Inflight counts QoS 1/2 messages sent to a subscriber and not yet
+	// acknowledged (no PUBACK, or for QoS 2 no PUBREC).
+	Inflight int
+	// Releasing counts QoS 2 messages the subscriber acknowledged with
+	// PUBREC, whose handshake awaits its PUBCOMP. The subscriber has
+	// processed them; they are not part of QueueDepth.
+	Releasing int
+	Retained  int // retained messages, mochi's $SYS topics not counted
+}
+
+// Broker is an embedded MQTT v5 broker: mochi-mqtt with the LPS's delivery
+// rules (see the package documentation). Make one with New and run it once
+// with Run.
+type Broker struct {
+	log   *zap.Logger
+	srv   *mqtt.Server
+	ln    *listener
+	addr  net.Addr
+	st    *store
+	disp  *dispatcher
+	met   *metrics
+	ready atomic.Bool
+	used  atomic.Bool
+	once  sync.Once
+}
+
+// New validates cfg, opens the listener and the data dir (restoring what it
+// holds), and builds the mochi server with its hooks. The broker serves
+// nothing until Run; connections made before wait in the listen backlog. If
+// Run will not be called, Close releases the listener and the data dir.
+func New(cfg Config) (_ *Broker, err error) {
+	ln := cfg.Listener
+	defer func() {
+		if err != nil && ln != nil {
+			_ = ln.Close()
+		}
+	}()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("validating config: %w", err)
+	}
+	cfg.applyDefaults()
+
+	b := &Broker{log: cfg.Logger, met: newMetrics()}
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.Address); err != nil {
+			return nil, fmt.Errorf("listening on %s: %w", cfg.Address, err)
+		}
+	}
+	b.addr = ln.Addr()
+	if cfg.TLS != nil {
+		ln = tls.NewListener(ln, cfg.TLS)
+	}
+	if cfg.DataDir != "" {
+		if b.st, err = openStore(cfg.DataDir, cfg.SyncWrites, b.log.Named("store")); err != nil {
+			return nil, fmt.Errorf("opening data dir %s: %w", cfg.DataDir, err)
+		}
+		defer func() {
+			if err != nil {
+				_ = b.st.close(false)
+			}
+		}()
+	}
+
+	caps := mqtt.NewDefaultServerCapabilities()
+	// mochi deletes inflight and retained messages older than this even when
+	// they carry no expiry (Server.clearExpiredInflights and
+	// clearExpiredRetainedMessages; default one day). A backlog must not
+	// vanish because an outage lasted long: messages expire only by their
+	// own message expiry interval.
+	caps.MaximumMessageExpiryInterval = 0
+	b.srv = mqtt.New(&mqtt.Options{
+		Capabilities: caps,
+		Logger:       newSlogLogger(b.log.Named("mochi")),
+	})
+
+	b.disp = newDispatcher(b.srv, b.st, b.log.Named("dispatcher"), b.met, cfg.MaxQueued, cfg.MaxInflight)
+	hooks := []mqtt.Hook{&authHook{log: b.log.Named("auth")}}
+	if cfg.Username != "" {
+		hooks[0].(*authHook).user, hooks[0].(*authHook).pass = []byte(cfg.Username), []byte(cfg.Password)
+	}
+	if b.st != nil {
+		hooks = append(hooks, b.st)
+		if err := b.disp.load(); err != nil {
+			return nil, fmt.Errorf("loading data dir %s: %w", cfg.DataDir, err)
+		}
+	}
+	// mochi calls hooks in the order they were added: the dispatcher sees an
+	// event after the store has recorded it.
+	hooks = append(hooks, b.disp)
+	for _, h := range hooks {
+		if err := b.srv.AddHook(h, nil); err != nil {
+			return nil, fmt.Errorf("adding %s hook: %w", h.ID(), err)
+		}
+	}
+
+	b.ln = newListener("lps", ln, b.log.Named("listener"))
+	if err := b.srv.AddListener(b.ln); err != nil {
+		return nil, fmt.Errorf("adding listener: %w", err)
+	}
+	if err := b.met.register(cfg.Registerer, b.srv, b.Stats); err != nil {
+		return nil, fmt.Errorf("registering metrics: %w", err)
+	}
+	return b, nil
+}
+
+func (c *Config) validate() error {
+	switch {
+	case (c.Username == "") != (c.Password == ""):
+		return errors.New("username and password must be set together")
+	case c.MaxQueued < 0:
+		return fmt.Errorf("max queued %d is negative", c.MaxQueued)
+	case c.MaxInflight < 0 || c.MaxInflight > 65535:
+		return fmt.Errorf("max inflight %d is outside 0..65535", c.MaxInflight)
+	case c.TLS != nil && len(c.TLS.Certificates) == 0 && c.TLS.GetCertificate == nil && c.TLS.GetConfigForClient == nil:
+		return errors.New("tls config has no certificate")
+	}
+	return nil
+}
+
+// applyDefaults fills in the documented defaults, in one place.
+func (c *Config) applyDefaults() {
+	if c.Address == "" {
+		c.Address = DefaultAddress
+	}
+	if c.MaxQueued == 0 {
+		c.MaxQueued = DefaultMaxQueued
+	}
+	if c.MaxInflight == 0 {
+		c.MaxInflight = DefaultMaxInflight
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+}
+
+// Run serves MQTT until ctx is done, then shuts down gracefully: it stops
+// accepting, disconnects every client (DISCONNECT "server shutting down"),
+// waits for their goroutines, flushes the data dir and closes it. It
+// returns nil after a shutdown caused by ctx, an error if the broker could
+// not start. Run may be called once.
+func (b *Broker) Run(ctx context.Context) error {
+	if !b.used.CompareAndSwap(false, true) {
+		return ErrRunTwice
+	}
+	defer b.shutdown()
+	if err := b.srv.Serve(); err != nil {
+		return fmt.Errorf("starting mqtt server: %w", err)
+	}
+	b.ready.Store(true)
+	b.log.Info("mqtt broker serving", zap.Stringer("address", b.addr), zap.Bool("persistent", b.st != nil))
+	<-ctx.Done()
+	b.log.Info("mqtt broker stopping")
+	return nil
+}
+
+// shutdown closes the mochi server (listener, clients, hooks, store), waits
+// for the dispatcher's writers and unregisters the metrics.
+func (b *Broker) shutdown() {
+	b.once.Do(func() {
+		b.ready.Store(false)
+		_ = b.srv.Close() // always nil
+		b.disp.wait()
+		b.met.unregister()
+	})
+}
+
+// Close releases the listener and the data dir of a Broker whose Run was
+// never called. After Run it does nothing (Run releases them itself).
+func (b *Broker) Close() error {
+	if b.used.CompareAndSwap(false, true) {
+		b.shutdown()
+	}
+	return nil
+}
+
+// Addr returns the address the broker listens on.
+func (b *Broker) Addr() net.Addr { return b.addr }
+
+// Ready reports whether the broker is serving: true from the moment Run has
+// started accepting connections until shutdown begins.
+func (b *Broker) Ready() bool { return b.ready.Load() }
+
+// Stats returns a snapshot of the broker's sessions and messages.
+func (b *Broker) Stats() Stats {
+	st := b.disp.stats()
+	st.Retained = retainedCount(b.srv)
+	return st
+}
+
+// QueueDepth returns how many QoS 1/2 messages subscribers have yet to
+// process: queued plus in flight (Stats.Queued + Stats.Inflight). It is
+// zero once every consumer has drained its backlog.
+func (b *Broker) QueueDepth() int {
+	st := b.disp.stats()
+	return st.Queued + st.Inflight
+}

@@ -1,0 +1,39 @@
+// Package broker is the embedded MQTT v5 broker of the LPS: the one between
+// http2mqtt (publishers, QoS 2) and the mqtt2http instances (consumers of the
+// shared subscriptions $share/legacy_proxy/+/message and
+// $share/legacy_proxy/+/retry/message, persistent sessions, small receive
+// maximum, manual acknowledgement). It turns an outage downstream into a
+// backlog instead of lost alarms.
+//
+// It is mochi-mqtt (github.com/mochi-mqtt/server/v2) for the protocol —
+// connections, CONNECT and authentication, the inbound half of QoS 1/2,
+// subscriptions and the topic index, session takeover and expiry — with
+// hooks that replace mochi's delivery path, because the LPS needs what
+// mochi's does not give (the comment on the dispatcher type in dispatch.go
+// lists mochi's behaviours it works around):
+//
+//   - Shared subscriptions are served round robin over the group members
+//     that have receive quota. A group's messages wait in the group's own
+//     queue until a member has quota, so a backlog spreads over the members
+//     as fast as each works through it, and unacknowledged messages of a
+//     member that disconnects go back to the group at once.
+//   - Nothing is dropped because a client's inflight window is full:
+//     messages queue, in order, and go out as acknowledgements free the
+//     window. Queues are bounded by Config.MaxQueued; a publish that would
+//     exceed the bound is refused to its publisher (reason code 0x97),
+//     logged and counted, so the publisher keeps it.
+//   - A message is stored (with Config.DataDir) before the publisher is
+//     told it was accepted (PUBREC or PUBACK), and every step of its
+//     delivery is stored before it is taken, so sessions, subscriptions,
+//     queued and in-flight messages and retained messages survive a
+//     restart — graceful, or the process killed. What is lost in a kill:
+//     QoS 0 messages not yet written, and the will messages of the clients
+//     connected at the time (the process is gone before it can send them).
+//     Messages a subscriber had received but not acknowledged are delivered
+//     again after the restart, so they may arrive twice.
+//
+// A Broker is a value with Run(ctx), as every LPS role: New builds it on a
+// listener the caller made, Run serves until ctx ends. Ready, Addr, Stats
+// and QueueDepth report on it; QueueDepth reaching zero tells an experiment
+// that the consumers have drained the backlog.
+package broker

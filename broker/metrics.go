@@ -1,0 +1,107 @@
+package broker
+
+import (
+	"strings"
+	"sync/atomic"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the broker's Prometheus metrics. The counters exist even
+// without a registry, so the code that counts never checks for one.
+type metrics struct {
+	sent             prometheus.Counter
+	acknowledged     prometheus.Counter
+	dropped          *prometheus.CounterVec
+	refused          *prometheus.CounterVec
+	sharedDeliveries *prometheus.CounterVec
+
+	reg        prometheus.Registerer
+	registered []prometheus.Collector
+}
+
+func newMetrics() *metrics {
+	return &metrics{
+		sent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lps_broker_messages_sent_total",
+			Help: "PUBLISH packets written to subscribers, resends included.",
+		}),
+		acknowledged: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lps_broker_messages_acknowledged_total",
+			Help: "QoS 1/2 deliveries the subscriber completed (PUBACK or PUBCOMP).",
+		}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lps_broker_messages_dropped_total",
+			Help: "Message copies the broker gave up delivering, by reason.",
+		}, []string{"reason"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lps_broker_publishes_refused_total",
+			Help: "Publishes refused to the publisher (it keeps the message), by reason.",
+		}, []string{"reason"}),
+		sharedDeliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lps_broker_shared_deliveries_total",
+			Help: "Messages of a shared subscription handed to a member, by group filter and client.",
+		}, []string{"group", "client"}),
+	}
+}
+
+// register registers the metrics with reg, the gauges reading the broker's
+// state at scrape time. A nil reg registers nothing.
+func (m *metrics) register(reg prometheus.Registerer, srv *mqtt.Server, stats func() Stats) error {
+	if reg == nil {
+		return nil
+	}
+	m.reg = reg
+	gauge := func(name, help string, f func(Stats) int) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help},
+			func() float64 { return float64(f(stats())) })
+	}
+	cs := []prometheus.Collector{
+		m.sent, m.acknowledged, m.dropped, m.refused, m.sharedDeliveries,
+		gauge("lps_broker_clients_connected", "Clients connected.",
+			func(s Stats) int { return s.ClientsConnected }),
+		gauge("lps_broker_sessions", "Sessions held, connected or not.",
+			func(s Stats) int { return s.Sessions }),
+		gauge("lps_broker_messages_queued", "QoS 1/2 messages waiting for a subscriber's receive quota or reconnection.",
+			func(s Stats) int { return s.Queued }),
+		gauge("lps_broker_messages_inflight", "QoS 1/2 messages sent and not yet acknowledged by the subscriber.",
+			func(s Stats) int { return s.Inflight }),
+		gauge("lps_broker_messages_releasing", "QoS 2 messages acknowledged with PUBREC, awaiting PUBCOMP.",
+			func(s Stats) int { return s.Releasing }),
+		gauge("lps_broker_retained_messages", "Retained messages.",
+			func(s Stats) int { return s.Retained }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "lps_broker_messages_received_total",
+			Help: "PUBLISH packets received from clients.",
+		}, func() float64 { return float64(atomic.LoadInt64(&srv.Info.MessagesReceived)) }),
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			m.unregister()
+			return err
+		}
+		m.registered = append(m.registered, c)
+	}
+	return nil
+}
+
+// unregister removes the metrics from the registry, so that a broker
+// restarted in the same process can register again.
+func (m *metrics) unregister() {
+	for _, c := range m.registered {
+		m.reg.Unregister(c)
+	}
+	m.registered = nil
+}
+
+// retainedCount counts retained messages, leaving out mochi's $SYS topics.
+func retainedCount(srv *mqtt.Server) int {
+	n := 0
+	for topic := range srv.Topics.Retained.GetAll() {
+		if !strings.HasPrefix(topic, mqtt.SysPrefix) {
+			n++
+		}
+	}
+	return n
+}

@@ -1,0 +1,544 @@
+package broker
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/storage"
+	"github.com/mochi-mqtt/server/v2/packets"
+	bolt "go.etcd.io/bbolt"
+	"go.uber.org/zap"
+)
+
+// dbFile is the name of the database file inside Config.DataDir.
+const dbFile = "broker.db"
+
+// Buckets of the database. Keys never contain a NUL byte except as the
+// separator we put there: MQTT forbids U+0000 in client identifiers, topic
+// names and filters [MQTT-1.5.4-2].
+var (
+	bucketClients  = []byte("clients")  // client id → storage.Client
+	bucketSubs     = []byte("subs")     // client id NUL filter → storage.Subscription
+	bucketInbound  = []byte("inbound")  // client id NUL packet id → storage.Message (inbound QoS 2 awaiting PUBREL)
+	bucketRetained = []byte("retained") // topic → storage.Message
+	bucketOutbound = []byte("outbound") // ('c'|'g') NUL owner NUL seq → outRecord (messages owed to subscribers)
+)
+
+// errStoreClosed is returned by store operations after the store was closed.
+var errStoreClosed = errors.New("store closed")
+
+// store is the broker's persistence: a mochi hook that keeps sessions,
+// subscriptions, inbound QoS 2 state and retained messages in a bbolt file,
+// plus the outbound messages (queued and in flight) the dispatcher owns.
+//
+// mochi ships storage hooks (bolt, badger, pebble, redis), but none fits:
+//   - hooks/storage/bolt does not store the packet id of inflight messages
+//     (storage.Message.PacketID is never set in its OnQosPublish), so after a
+//     restart every restored message of a client lands on packet id 0 and
+//     all but one are lost; its package comment also declares it unmaintained;
+//   - hooks/storage/badger stores the id, but its GC goroutine ranges over a
+//     ticker channel that Stop never closes (one leaked goroutine per
+//     broker), and it pulls in badger's large dependency tree and memory use;
+//   - all of them key inflight messages on client id + packet id, the same
+//     map mochi uses for both directions of a connection, and none can hold
+//     messages that are queued but not yet in flight, which is where a
+//     backlog lives (see dispatcher).
+//
+// One bbolt file (go.etcd.io/bbolt, pure Go, maintained by etcd) holding all
+// of it lets the dispatcher move a message from a group queue to a
+// subscriber in one transaction.
+type store struct {
+	mqtt.HookBase
+
+	log *zap.Logger
+
+	mu sync.RWMutex // guards db against use after Close
+	db *bolt.DB
+}
+
+var _ mqtt.Hook = (*store)(nil)
+
+// openStore opens (creating if needed) the database in dir. With syncWrites
+// false the file is written on every transaction but not fsynced: what the
+// broker acknowledged survives a crash of the process (the kernel holds the
+// pages), not a crash of the machine.
+func openStore(dir string, syncWrites bool, log *zap.Logger) (*store, error) {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, err
+	}
+	db, err := bolt.Open(filepath.Join(dir, dbFile), 0o600, &bolt.Options{
+		// Another process holding the file (a second broker on the same
+		// data dir) makes Open fail instead of hanging.
+		Timeout:        time.Second,
+		NoSync:         !syncWrites,
+		NoGrowSync:     !syncWrites,
+		NoFreelistSync: true, // rebuilt on open; saves a page write per transaction
+		FreelistType:   bolt.FreelistMapType,
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketClients, bucketSubs, bucketInbound, bucketRetained, bucketOutbound} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	return &store{log: log, db: db}, nil
+}
+
+// ID identifies the hook to mochi.
+func (st *store) ID() string { return "lps-store" }
+
+// Provides tells mochi which events the store handles.
+func (st *store) Provides(b byte) bool {
+	return bytes.IndexByte([]byte{
+		mqtt.OnSessionEstablished,
+		mqtt.OnDisconnect,
+		mqtt.OnWillSent,
+		mqtt.OnSubscribed,
+		mqtt.OnUnsubscribed,
+		mqtt.OnQosPublish,
+		mqtt.OnQosComplete,
+		mqtt.OnQosDropped,
+		mqtt.OnClientExpired,
+		mqtt.OnRetainedExpired,
+		mqtt.StoredClients,
+		mqtt.StoredSubscriptions,
+		mqtt.StoredInflightMessages,
+		mqtt.StoredRetainedMessages,
+	}, b) >= 0
+}
+
+// Stop flushes and closes the database; mochi calls it from Server.Close.
+func (st *store) Stop() error { return st.close(true) }
+
+// close closes the database, flushing it to disk first when graceful.
+func (st *store) close(graceful bool) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.db == nil {
+		return nil
+	}
+	var err error
+	if graceful {
+		err = st.db.Sync()
+	}
+	err = errors.Join(err, st.db.Close())
+	st.db = nil
+	return err
+}
+
+// update runs fn in a read-write transaction.
+func (st *store) update(fn func(tx *bolt.Tx) error) error {
+	st.mu.RLock()
+	defer st.mu.RUnlock()
+	if st.db == nil {
+		return errStoreClosed
+	}
+	return st.db.Update(fn)
+}
+
+// view runs fn in a read-only transaction.
+func (st *store) view(fn func(tx *bolt.Tx) error) error {
+	st.mu.RLock()
+	defer st.mu.RUnlock()
+	if st.db == nil {
+		return errStoreClosed
+	}
+	return st.db.View(fn)
+}
+
+// put stores v under key in bucket.
+func (st *store) put(bucket, key []byte, v any) {
+	data, err := json.Marshal(v)
+	if err == nil {
+		err = st.update(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Put(key, data) })
+	}
+	if err != nil {
+		st.logError("writing to data dir", bucket, err)
+	}
+}
+
+// deleteKey deletes key from bucket.
+func (st *store) deleteKey(bucket, key []byte) {
+	st.deleteWhere(bucket, key, func(k []byte) bool { return bytes.Equal(k, key) })
+}
+
+// deletePrefix deletes every key of bucket that starts with prefix.
+func (st *store) deletePrefix(bucket, prefix []byte) {
+	st.deleteWhere(bucket, prefix, func(k []byte) bool { return bytes.HasPrefix(k, prefix) })
+}
+
+// deleteWhere deletes the keys from seek on that match. It looks before it
+// writes so that the common case, nothing stored (clean sessions), costs no
+// write transaction.
+func (st *store) deleteWhere(bucket, seek []byte, match func(k []byte) bool) {
+	var found bool
+	err := st.view(func(tx *bolt.Tx) error {
+		k, _ := tx.Bucket(bucket).Cursor().Seek(seek)
+		found = k != nil && match(k)
+		return nil
+	})
+	if err == nil && found {
+		err = st.update(func(tx *bolt.Tx) error {
+			c := tx.Bucket(bucket).Cursor()
+			for k, _ := c.Seek(seek); k != nil && match(k); k, _ = c.Seek(seek) {
+				if err := c.Delete(); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if err != nil {
+		st.logError("deleting from data dir", bucket, err)
+	}
+}
+
+// logError logs a failed store operation. After Close only mochi's
+// housekeeping loop, racing the shutdown, still writes: worth a warning,
+// not an error.
+func (st *store) logError(msg string, bucket []byte, err error) {
+	if errors.Is(err, errStoreClosed) {
+		st.log.Warn(msg, zap.ByteString("bucket", bucket), zap.Error(err))
+		return
+	}
+	st.log.Error(msg, zap.ByteString("bucket", bucket), zap.Error(err))
+}
+
+// each calls fn with every value of bucket, in key order.
+func (st *store) each(bucket []byte, fn func(k, v []byte) error) error {
+	return st.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucket).ForEach(fn)
+	})
+}
+
+// persistent reports whether the client's session outlives its connection,
+// the negation of mochi's expire condition in attachClient.
+func persistent(cl *mqtt.Client) bool {
+	if cl.Properties.ProtocolVersion == 5 {
+		return cl.Properties.Props.SessionExpiryInterval > 0
+	}
+	return !cl.Properties.Clean
+}
+
+func clientPrefix(id string) []byte { return append([]byte(id), 0) }
+
+func subKey(id, filter string) []byte { return append(clientPrefix(id), filter...) }
+
+func inboundKey(id string, packetID uint16) []byte {
+	return binary.BigEndian.AppendUint16(clientPrefix(id), packetID)
+}
+
+// OnSessionEstablished records a persistent client so that mochi restores it
+// (and answers "session present") after a restart.
+func (st *store) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+	if persistent(cl) {
+		st.putClient(cl)
+	}
+}
+
+// OnWillSent records that the client's will was used up.
+func (st *store) OnWillSent(cl *mqtt.Client, _ packets.Packet) {
+	if persistent(cl) {
+		st.putClient(cl)
+	}
+}
+
+func (st *store) putClient(cl *mqtt.Client) {
+	props := cl.Properties.Props.Copy(false)
+	st.put(bucketClients, []byte(cl.ID), storage.Client{
+		ID:              cl.ID,
+		T:               storage.ClientKey,
+		Remote:          cl.Net.Remote,
+		Listener:        cl.Net.Listener,
+		Username:        cl.Properties.Username,
+		Clean:           cl.Properties.Clean,
+		ProtocolVersion: cl.Properties.ProtocolVersion,
+		Properties: storage.ClientProperties{
+			SessionExpiryInterval:     props.SessionExpiryInterval,
+			SessionExpiryIntervalFlag: props.SessionExpiryIntervalFlag,
+			AuthenticationMethod:      props.AuthenticationMethod,
+			AuthenticationData:        props.AuthenticationData,
+			RequestProblemInfo:        props.RequestProblemInfo,
+			RequestProblemInfoFlag:    props.RequestProblemInfoFlag,
+			RequestResponseInfo:       props.RequestResponseInfo,
+			ReceiveMaximum:            props.ReceiveMaximum,
+			TopicAliasMaximum:         props.TopicAliasMaximum,
+			User:                      props.User,
+			MaximumPacketSize:         props.MaximumPacketSize,
+		},
+		Will: storage.ClientWill(cl.Properties.Will),
+	})
+}
+
+// OnDisconnect forgets a client whose session ends with its connection.
+func (st *store) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
+	if !expire || errors.Is(cl.StopCause(), packets.ErrSessionTakenOver) {
+		return
+	}
+	st.forget(cl.ID)
+}
+
+// OnClientExpired forgets a client whose session expired.
+func (st *store) OnClientExpired(cl *mqtt.Client) { st.forget(cl.ID) }
+
+// forget deletes everything mochi stored for a client.
+func (st *store) forget(id string) {
+	st.deleteKey(bucketClients, []byte(id))
+	st.deletePrefix(bucketSubs, clientPrefix(id))
+	st.deletePrefix(bucketInbound, clientPrefix(id))
+}
+
+// OnSubscribed records the granted subscriptions of a persistent client.
+func (st *store) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
+	if !persistent(cl) {
+		return
+	}
+	for i, f := range pk.Filters {
+		if i >= len(codes) || codes[i] >= packets.ErrUnspecifiedError.Code {
+			continue
+		}
+		st.put(bucketSubs, subKey(cl.ID, f.Filter), storage.Subscription{
+			ID:                string(subKey(cl.ID, f.Filter)),
+			T:                 storage.SubscriptionKey,
+			Client:            cl.ID,
+			Filter:            f.Filter,
+			Qos:               codes[i],
+			Identifier:        f.Identifier,
+			NoLocal:           f.NoLocal,
+			RetainHandling:    f.RetainHandling,
+			RetainAsPublished: f.RetainAsPublished,
+		})
+	}
+}
+
+// OnUnsubscribed forgets subscriptions.
+func (st *store) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
+	for _, f := range pk.Filters {
+		st.deleteKey(bucketSubs, subKey(cl.ID, f.Filter))
+	}
+}
+
+// OnQosPublish records mochi's inflight entries. Since the dispatcher owns
+// every outbound QoS 1/2 message, the only entries left to mochi are the
+// PUBRECs of inbound QoS 2 messages awaiting the publisher's PUBREL; keeping
+// them lets a publisher complete the handshake across a broker restart
+// instead of getting "packet identifier not found". Inbound QoS 1 acks are
+// deleted by mochi right after they are set, so they are not written.
+func (st *store) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, _ int) {
+	if pk.FixedHeader.Type != packets.Pubrec || !persistent(cl) {
+		return
+	}
+	st.put(bucketInbound, inboundKey(cl.ID, pk.PacketID), storage.Message{
+		T:           storage.InflightKey,
+		Client:      cl.ID,
+		PacketID:    pk.PacketID, // the field mochi's bolt hook forgets
+		FixedHeader: pk.FixedHeader,
+		Created:     pk.Created,
+	})
+}
+
+// OnQosComplete deletes a completed inbound QoS 2 entry.
+func (st *store) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
+	if pk.FixedHeader.Type == packets.Puback {
+		return // inbound QoS 1: never written
+	}
+	st.deleteKey(bucketInbound, inboundKey(cl.ID, pk.PacketID))
+}
+
+// OnQosDropped deletes an abandoned inbound QoS 2 entry.
+func (st *store) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
+	st.deleteKey(bucketInbound, inboundKey(cl.ID, pk.PacketID))
+}
+
+// OnRetainedExpired deletes an expired retained message.
+func (st *store) OnRetainedExpired(topic string) {
+	st.deleteKey(bucketRetained, []byte(topic))
+}
+
+// putRetained stores or (for an empty payload) deletes the retained
+// message of a topic. The dispatcher calls it: mochi's own retain path is
+// bypassed together with its delivery path.
+func (st *store) putRetained(pk packets.Packet) error {
+	key := []byte(pk.TopicName)
+	if len(pk.Payload) == 0 {
+		return st.update(func(tx *bolt.Tx) error { return tx.Bucket(bucketRetained).Delete(key) })
+	}
+	data, err := json.Marshal(toStorageMessage(pk, ""))
+	if err != nil {
+		return err
+	}
+	return st.update(func(tx *bolt.Tx) error { return tx.Bucket(bucketRetained).Put(key, data) })
+}
+
+// StoredClients returns the persistent clients for mochi to restore.
+func (st *store) StoredClients() ([]storage.Client, error) {
+	return loadAll[storage.Client](st, bucketClients)
+}
+
+// StoredSubscriptions returns the subscriptions for mochi to restore.
+func (st *store) StoredSubscriptions() ([]storage.Subscription, error) {
+	return loadAll[storage.Subscription](st, bucketSubs)
+}
+
+// StoredInflightMessages returns the inbound QoS 2 entries for mochi to restore.
+func (st *store) StoredInflightMessages() ([]storage.Message, error) {
+	return loadAll[storage.Message](st, bucketInbound)
+}
+
+// StoredRetainedMessages returns the retained messages for mochi to restore.
+func (st *store) StoredRetainedMessages() ([]storage.Message, error) {
+	return loadAll[storage.Message](st, bucketRetained)
+}
+
+func loadAll[T any](st *store, bucket []byte) ([]T, error) {
+	var out []T
+	err := st.each(bucket, func(k, v []byte) error {
+		var t T
+		if err := json.Unmarshal(v, &t); err != nil {
+			return fmt.Errorf("decoding %s %q: %w", bucket, k, err)
+		}
+		out = append(out, t)
+		return nil
+	})
+	return out, err
+}
+
+// Outbound messages. A record's key names its owner: 'c' a client session
+// (queued for it or in flight to it), 'g' a shared subscription group
+// (queued for whichever member gets it). The sequence number orders a
+// owner's messages by arrival.
+
+// outRecord is the stored form of an outMsg.
+type outRecord struct {
+	Seq       uint64          `json:"seq"`
+	Group     string          `json:"group,omitempty"`
+	State     msgState        `json:"state,omitempty"`
+	Expiry    int64           `json:"expiry,omitempty"`
+	PubQos    byte            `json:"pub_qos,omitempty"`
+	PubRetain bool            `json:"pub_retain,omitempty"`
+	Message   storage.Message `json:"msg"`
+}
+
+const (
+	ownerClient = 'c'
+	ownerGroup  = 'g'
+)
+
+func outKey(kind byte, owner string, seq uint64) []byte {
+	k := make([]byte, 0, len(owner)+11)
+	k = append(k, kind, 0)
+	k = append(k, owner...)
+	k = append(k, 0)
+	return binary.BigEndian.AppendUint64(k, seq)
+}
+
+// parseOutKey splits an outbound key into its parts.
+func parseOutKey(k []byte) (kind byte, owner string, seq uint64, ok bool) {
+	if len(k) < 11 || k[1] != 0 || k[len(k)-9] != 0 {
+		return 0, "", 0, false
+	}
+	return k[0], string(k[2 : len(k)-9]), binary.BigEndian.Uint64(k[len(k)-8:]), true
+}
+
+func toStorageMessage(pk packets.Packet, client string) storage.Message {
+	return storage.Message{
+		Client:      client,
+		Origin:      pk.Origin,
+		PacketID:    pk.PacketID,
+		FixedHeader: pk.FixedHeader,
+		TopicName:   pk.TopicName,
+		Payload:     pk.Payload,
+		Created:     pk.Created,
+		Properties: storage.MessageProperties{
+			PayloadFormat:          pk.Properties.PayloadFormat,
+			PayloadFormatFlag:      pk.Properties.PayloadFormatFlag,
+			MessageExpiryInterval:  pk.Properties.MessageExpiryInterval,
+			ContentType:            pk.Properties.ContentType,
+			ResponseTopic:          pk.Properties.ResponseTopic,
+			CorrelationData:        pk.Properties.CorrelationData,
+			SubscriptionIdentifier: pk.Properties.SubscriptionIdentifier,
+			User:                   pk.Properties.User,
+		},
+	}
+}
+
+// batch collects changes to the outbound bucket so that one operation of the
+// dispatcher costs one transaction.
+type batch struct {
+	keys [][]byte
+	vals [][]byte // nil: delete
+}
+
+func (b *batch) put(key []byte, rec outRecord) {
+	data, err := json.Marshal(rec)
+	if err != nil {
+		// outRecord holds only strings, numbers, byte slices and slices of
+		// those: encoding cannot fail. Should it ever, failing loudly beats
+		// a delivery state that silently stops being stored.
+		panic(fmt.Sprintf("encoding outbound record: %v", err))
+	}
+	b.keys = append(b.keys, key)
+	b.vals = append(b.vals, data)
+}
+
+func (b *batch) del(key []byte) {
+	b.keys = append(b.keys, key)
+	b.vals = append(b.vals, nil)
+}
+
+// commit applies b in one transaction. A nil store (in-memory broker) has
+// nothing to write.
+func (st *store) commit(b *batch) error {
+	if st == nil || len(b.keys) == 0 {
+		return nil
+	}
+	return st.update(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(bucketOutbound)
+		for i, k := range b.keys {
+			var err error
+			if b.vals[i] == nil {
+				err = bk.Delete(k)
+			} else {
+				err = bk.Put(k, b.vals[i])
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// loadOutbound calls fn for every outbound record, in key order (so each
+// owner's records arrive in sequence order).
+func (st *store) loadOutbound(fn func(kind byte, owner string, rec outRecord) error) error {
+	return st.each(bucketOutbound, func(k, v []byte) error {
+		kind, owner, seq, ok := parseOutKey(k)
+		if !ok {
+			return fmt.Errorf("malformed outbound key %q", k)
+		}
+		var rec outRecord
+		if err := json.Unmarshal(v, &rec); err != nil {
+			return fmt.Errorf("decoding outbound %q: %w", k, err)
+		}
+		rec.Seq = seq
+		return fn(kind, owner, rec)
+	})
+}
