@@ -19,7 +19,7 @@ func testCmd() (*cobra.Command, *roles.Server, *roles.Upstream, *upstreamFlags) 
 	var srv roles.Server
 	var up roles.Upstream
 	cmd := &cobra.Command{Use: "x"}
-	addServerFlags(cmd.Flags(), &srv, ":8080", "svc")
+	addServerFlags(cmd.Flags(), &srv, "listen", ":8080", "svc")
 	uf := addUpstreamFlags(cmd.Flags(), &up, "test")
 	return cmd, &srv, &up, uf
 }

@@ -12,21 +12,24 @@ import (
 
 // serverFlags binds the flags of a role that serves HTTP.
 type serverFlags struct {
-	cfg *roles.Server
+	cfg        *roles.Server
+	listenFlag string
 }
 
-func addServerFlags(fs *pflag.FlagSet, cfg *roles.Server, defListen, defName string) serverFlags {
-	fs.StringVar(&cfg.Listen, "listen", defListen, "address to listen on, host:port")
+// addServerFlags binds cfg; listenFlag names its address flag ("listen" for the roles that
+// serve an API, "admin-listen" for those whose HTTP listener only serves health and metrics).
+func addServerFlags(fs *pflag.FlagSet, cfg *roles.Server, listenFlag, defListen, defName string) serverFlags {
+	fs.StringVar(&cfg.Listen, listenFlag, defListen, "HTTP address to listen on, host:port")
 	fs.IntVar(&cfg.Backlog, "backlog", tcptune.DefaultBacklog, "listen backlog (the kernel caps it at net.core.somaxconn)")
 	fs.StringVar(&cfg.ServiceName, "service-name", defName, "instance name: log file name, metrics, MQTT client id")
 	fs.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 1<<20, "largest request body accepted; larger ones get 413")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 65*time.Second, "how long a graceful shutdown waits for requests in flight")
 	aliasEnv(fs, "service-name", alias{name: "SERVICE_NAME"})
-	return serverFlags{cfg: cfg}
+	return serverFlags{cfg: cfg, listenFlag: listenFlag}
 }
 
 func (f serverFlags) validate() error {
-	if err := validateListen("listen", f.cfg.Listen); err != nil {
+	if err := validateListen(f.listenFlag, f.cfg.Listen); err != nil {
 		return err
 	}
 	if f.cfg.Backlog <= 0 {

@@ -58,7 +58,7 @@ func (a *app) newComp2Cmd() *cobra.Command {
   HTTP_PORT=8080 TARGET_URL=http://ars-comp-3:1337 lps comp2`,
 		Args: cobra.NoArgs,
 	}
-	sf := addServerFlags(cmd.Flags(), &cfg.Server, roles.DefaultListen, "ars-comp-2")
+	sf := addServerFlags(cmd.Flags(), &cfg.Server, "listen", roles.DefaultListen, "ars-comp-2")
 	uf := addUpstreamFlags(cmd.Flags(), &cfg.Upstream, "the legacy backend, HTTP/1.1 unless --http2")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if err := a.validate(cmd, sf, uf); err != nil {
@@ -78,7 +78,7 @@ func (a *app) newComp1Cmd() *cobra.Command {
   curl -X POST 'localhost:7081/api/v1/simple?Phone=0123&Branch=2001&Headnumber=8023&TriggerTime=2026-01-01T00:00:00Z'`,
 		Args: cobra.NoArgs,
 	}
-	sf := addServerFlags(cmd.Flags(), &cfg.Server, roles.DefaultListen, "ars-comp-1")
+	sf := addServerFlags(cmd.Flags(), &cfg.Server, "listen", roles.DefaultListen, "ars-comp-1")
 	uf := addUpstreamFlags(cmd.Flags(), &cfg.Upstream, "component 2 or http2mqtt")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if err := a.validate(cmd, sf, uf); err != nil {
@@ -98,7 +98,7 @@ func (a *app) newRastSimCmd() *cobra.Command {
   lps rast-sim --model none --mapping gs_requests_mapping_prod_workload.json`,
 		Args: cobra.NoArgs,
 	}
-	sf := addServerFlags(cmd.Flags(), &cfg.Server, ":1337", "ars-comp-3")
+	sf := addServerFlags(cmd.Flags(), &cfg.Server, "listen", ":1337", "ars-comp-3")
 	cmd.Flags().StringVar(&cfg.Model, "model", "mascots2022", "delay model: mascots2022 (the original's -m 0) or none")
 	cmd.Flags().IntVar(&cfg.CorrMax, "corr-max", 0, "re-predict up to this many times as other requests finish (0: PR3 stays 0)")
 	cmd.Flags().StringVar(&cfg.MappingFile, "mapping", "", "request mapping JSON of the original format (default: the alarm command only)")

@@ -1,0 +1,130 @@
+// Package mqttbroker is the `lps broker` role: the embedded MQTT v5 broker (package broker) on a
+// tcptune listener, with an admin listener for /healthz, /readyz, /metrics and /stats — the
+// queue state experiments use to tell that the LPS has drained.
+package mqttbroker
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+
+	"github.com/oklog/run"
+
+	"github.com/lpsdev/lps/broker"
+	"github.com/lpsdev/lps/roles"
+	"github.com/lpsdev/lps/tcptune"
+	"github.com/lpsdev/lps/transport"
+)
+
+// DefaultAdminListen is the admin listener's default: loopback, like the MQTT listener.
+const DefaultAdminListen = "127.0.0.1:9090"
+
+// Config configures the broker role.
+type Config struct {
+	// Admin is the admin listener (health, metrics, stats); its Listen defaults to
+	// DefaultAdminListen. Its Logger and Registry serve the whole role.
+	Admin roles.Server
+	// Listen is the MQTT address; "" means broker.DefaultAddress (loopback). Ignored when
+	// Listener is set.
+	Listen   string
+	Listener net.Listener
+	// DataDir keeps sessions and messages across restarts; "" keeps them in memory only.
+	DataDir string
+	// SyncWrites fsyncs every state change (survives power loss, not only kill -9).
+	SyncWrites bool
+	// Username and Password, when set, are required from every client.
+	Username, Password string
+	// TLSCertFile and TLSKeyFile, when set, serve MQTT over TLS.
+	TLSCertFile, TLSKeyFile string
+	// MaxQueued and MaxInflight: see broker.Config; zero means its defaults.
+	MaxQueued, MaxInflight int
+}
+
+// Broker is a running broker role.
+type Broker struct {
+	b     *broker.Broker
+	admin *roles.HTTPService
+}
+
+// New opens both listeners and the data dir.
+func New(cfg Config) (_ *Broker, err error) {
+	if cfg.Admin.Listen == "" {
+		cfg.Admin.Listen = DefaultAdminListen
+	}
+	cfg.Admin.SetDefaults()
+	var tlsCfg *tls.Config
+	if cfg.TLSCertFile != "" || cfg.TLSKeyFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("loading TLS certificate: %w", err)
+		}
+		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	ln := cfg.Listener
+	if ln == nil {
+		addr := cfg.Listen
+		if addr == "" {
+			addr = broker.DefaultAddress
+		}
+		if ln, err = tcptune.Listen(context.Background(), "tcp", addr, cfg.Admin.Backlog); err != nil {
+			return nil, fmt.Errorf("listening for MQTT on %s: %w", addr, err)
+		}
+	}
+	b, err := broker.New(broker.Config{
+		Listener: ln, DataDir: cfg.DataDir, SyncWrites: cfg.SyncWrites,
+		Username: cfg.Username, Password: cfg.Password, TLS: tlsCfg,
+		MaxQueued: cfg.MaxQueued, MaxInflight: cfg.MaxInflight,
+		Logger: cfg.Admin.Logger, Registerer: cfg.Admin.Registry,
+	})
+	if err != nil {
+		return nil, err // broker.New closed the listener
+	}
+	mb := &Broker{b: b}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
+		transport.WriteJSON(w, http.StatusOK, mb.Stats())
+	})
+	mb.admin, err = roles.NewHTTPService(cfg.Admin, mux, func(context.Context) error {
+		if !b.Ready() {
+			return errors.New("broker not serving")
+		}
+		return nil
+	})
+	if err != nil {
+		b.Close()
+		return nil, err
+	}
+	return mb, nil
+}
+
+// StatsBody is what GET /stats answers.
+type StatsBody struct {
+	broker.Stats
+	// QueueDepth is what the consumers still have to take: queued plus in flight.
+	QueueDepth int `json:"queue_depth"`
+}
+
+// Stats is the broker's state now.
+func (b *Broker) Stats() StatsBody {
+	return StatsBody{Stats: b.b.Stats(), QueueDepth: b.b.QueueDepth()}
+}
+
+// Addr is the MQTT address.
+func (b *Broker) Addr() net.Addr { return b.b.Addr() }
+
+// AdminAddr is the admin listener's address.
+func (b *Broker) AdminAddr() net.Addr { return b.admin.Addr() }
+
+// Run serves MQTT and the admin endpoints until ctx is done, then closes the broker, keeping
+// its state in the data dir.
+func (b *Broker) Run(ctx context.Context) error {
+	var g run.Group
+	bctx, bcancel := context.WithCancel(ctx)
+	g.Add(func() error { return b.b.Run(bctx) }, func(error) { bcancel() })
+	actx, acancel := context.WithCancel(ctx)
+	g.Add(func() error { return b.admin.Run(actx) }, func(error) { acancel() })
+	return g.Run()
+}
