@@ -59,6 +59,9 @@ func New(cfg Config) (_ *Broker, err error) {
 	if cfg.TLSCertFile != "" || cfg.TLSKeyFile != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
 		if err != nil {
+			if cfg.Listener != nil {
+				cfg.Listener.Close() // New owns the listener it was given, also when it fails
+			}
 			return nil, fmt.Errorf("loading TLS certificate: %w", err)
 		}
 		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
