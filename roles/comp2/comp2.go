@@ -8,9 +8,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/lpsdev/lps/dedup"
 	"github.com/lpsdev/lps/roles"
 	"github.com/lpsdev/lps/transport"
 )
@@ -19,14 +22,23 @@ import (
 type Config struct {
 	roles.Server
 	Upstream roles.Upstream
+	// DedupWindow makes forwarding idempotent by Request-Id: an alarm whose id was forwarded
+	// successfully within the window is answered 200 without forwarding it again, and one whose
+	// id is being forwarded right now waits for that outcome. Zero means dedup.DefaultTTL,
+	// negative turns it off.
+	DedupWindow time.Duration
+	// DedupMax bounds the ids remembered; zero means dedup.DefaultMax.
+	DedupMax int
 }
 
 // Comp2 is a running component 2.
 type Comp2 struct {
-	svc      *roles.HTTPService
-	client   *transport.Client
-	upstream string
-	log      *zap.Logger
+	dedup      *dedup.Window // nil when off
+	suppressed prometheus.Counter
+	svc        *roles.HTTPService
+	client     *transport.Client
+	upstream   string
+	log        *zap.Logger
 }
 
 // New validates cfg and opens the listener.
@@ -36,6 +48,14 @@ func New(cfg Config) (*Comp2, error) {
 	}
 	cfg.SetDefaults()
 	c := &Comp2{upstream: roles.ForwardURL(cfg.Upstream.URL, roles.AlarmPath), log: cfg.Logger}
+	if cfg.DedupWindow >= 0 {
+		c.dedup = &dedup.Window{TTL: cfg.DedupWindow, Max: cfg.DedupMax}
+	}
+	c.suppressed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "lps_comp2_duplicates_suppressed_total",
+		Help: "Alarms not forwarded again because their Request-Id was forwarded within the dedup window.",
+	})
+	cfg.Registry.MustRegister(c.suppressed)
 	svc, err := roles.NewHTTPService(cfg.Server, transport.Endpoint(http.MethodPost, roles.AlarmPath, http.HandlerFunc(c.serveAlarm)), nil)
 	if err != nil {
 		return nil, err
@@ -63,7 +83,21 @@ func (c *Comp2) serveAlarm(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	alarm.RequestID = transport.RequestIDFrom(r.Context())
-	if _, err := c.client.Post(r.Context(), c.upstream, "application/json", alarm.Marshal()); err != nil {
+	forward := func() error {
+		_, err := c.client.Post(r.Context(), c.upstream, "application/json", alarm.Marshal())
+		return err
+	}
+	if c.dedup == nil {
+		err = forward()
+	} else {
+		var dup bool
+		dup, err = c.dedup.Do(r.Context(), alarm.RequestID, forward)
+		if dup && err == nil {
+			c.suppressed.Inc()
+			c.log.Info("duplicate alarm not forwarded again", zap.String("request_id", alarm.RequestID))
+		}
+	}
+	if err != nil {
 		c.log.Warn("forwarding alarm failed", zap.String("request_id", alarm.RequestID), zap.Error(err))
 		transport.WriteError(w, transport.UpstreamStatus(err), "forwarding to the legacy system: "+err.Error())
 		return

@@ -161,3 +161,65 @@ func TestNewRejectsBadUpstream(t *testing.T) {
 		}
 	}
 }
+
+func TestDedupByRequestID(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		window time.Duration
+		want   int
+	}{{"on by default", 0, 1}, {"off", -1, 2}} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := &backend{}
+			up := httptest.NewServer(b)
+			t.Cleanup(up.Close)
+			cfg := comp2.Config{Upstream: roles.Upstream{URL: up.URL}, DedupWindow: tc.window}
+			cfg.Listener = testutil.Listen(t)
+			c, err := comp2.New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			testutil.Run(t, c)
+			for range 2 {
+				req, _ := http.NewRequest(http.MethodPost, "http://"+c.Addr().String()+roles.AlarmPath, strings.NewReader(`{"id":"1","body":"b"}`))
+				req.Header.Set("Request-Id", "same-id")
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					t.Fatalf("status %d", resp.StatusCode)
+				}
+			}
+			if got := b.count(); got != tc.want {
+				t.Errorf("backend received the alarm %d times, want %d", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestDedupForgetsFailures(t *testing.T) {
+	b := &backend{status: 500}
+	up := httptest.NewServer(b)
+	t.Cleanup(up.Close)
+	url := start(t, up.URL, 0)
+	post := func() int {
+		req, _ := http.NewRequest(http.MethodPost, url+roles.AlarmPath, strings.NewReader(`{"id":"1","body":"b"}`))
+		req.Header.Set("Request-Id", "retry-id")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := post(); got != 502 {
+		t.Fatalf("status %d, want 502", got)
+	}
+	b.mu.Lock()
+	b.status = 200
+	b.mu.Unlock()
+	if got := post(); got != 200 || b.count() != 2 {
+		t.Errorf("retry after a failure: status %d, backend saw %d, want 200 and 2", got, b.count())
+	}
+}
