@@ -2,11 +2,13 @@ package cli
 
 import (
 	"context"
+	"fmt"
 	"net"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
+	"github.com/lpsdev/lps/dedup"
 	"github.com/lpsdev/lps/roles"
 	"github.com/lpsdev/lps/roles/comp1"
 	"github.com/lpsdev/lps/roles/comp2"
@@ -60,9 +62,17 @@ func (a *app) newComp2Cmd() *cobra.Command {
 	}
 	sf := addServerFlags(cmd.Flags(), &cfg.Server, "listen", roles.DefaultListen, "ars-comp-2")
 	uf := addUpstreamFlags(cmd.Flags(), &cfg.Upstream, "the legacy backend, HTTP/1.1 unless --http2")
+	cmd.Flags().DurationVar(&cfg.DedupWindow, "dedup-window", dedup.DefaultTTL, "answer an alarm whose Request-Id was forwarded within this window without forwarding it again (0: off)")
+	cmd.Flags().IntVar(&cfg.DedupMax, "dedup-max", dedup.DefaultMax, "most Request-Ids the dedup window remembers")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if err := a.validate(cmd, sf, uf); err != nil {
 			return err
+		}
+		if cfg.DedupWindow < 0 || cfg.DedupMax < 1 {
+			return &ConfigError{fmt.Errorf("invalid --dedup-window %s / --dedup-max %d: need a window >= 0 and max >= 1", cfg.DedupWindow, cfg.DedupMax)}
+		}
+		if cfg.DedupWindow == 0 {
+			cfg.DedupWindow = -1 // the role's zero means its default; the flag's 0 means off
 		}
 		return a.serve(cmd, &cfg.Server, func() (runner, error) { return comp2.New(cfg) })
 	}
