@@ -18,6 +18,7 @@ func Example() {
 			fmt.Fprintf(w, "%s %s", r.Proto, transport.RequestIDFrom(r.Context()))
 		}))}
 	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
 	done := make(chan error)
 	go func() { done <- srv.Serve(ctx) }()
 
