@@ -1,0 +1,412 @@
+package mqttconn_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/lpsdev/lps/mqttconn"
+	"github.com/lpsdev/lps/mqttconn/mqtttest"
+)
+
+// fast are Options that reconnect quickly, for tests that stop and start brokers.
+var fast = mqttconn.Options{ReconnectBase: 10 * time.Millisecond, ReconnectMax: 50 * time.Millisecond, ConnectTimeout: 2 * time.Second}
+
+// runConn runs c until the test ends and returns a function that stops it and reports Run's
+// error.
+func runConn(t *testing.T, c *mqttconn.Conn) (stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	var once sync.Once
+	var err error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case err = <-done:
+			case <-time.After(15 * time.Second):
+				err = errors.New("Run did not return within 15s")
+			}
+		})
+		return err
+	}
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	return stop
+}
+
+func newConn(t *testing.T, cfg mqttconn.Config) *mqttconn.Conn {
+	t.Helper()
+	if cfg.ClientID == "" {
+		cfg.ClientID = t.Name()
+	}
+	if cfg.ReconnectBase == 0 {
+		cfg.ReconnectBase, cfg.ReconnectMax, cfg.ConnectTimeout = fast.ReconnectBase, fast.ReconnectMax, fast.ConnectTimeout
+	}
+	c, err := mqttconn.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func awaitReady(t *testing.T, c *mqttconn.Conn) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.AwaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestNewValidates(t *testing.T) {
+	for name, cfg := range map[string]mqttconn.Config{
+		"bad url":      {Broker: "http://x", ClientID: "a"},
+		"no client id": {Broker: "mqtt://x"},
+		"bad dir":      {Broker: "mqtt://x", ClientID: "a", Options: mqttconn.Options{SessionDir: "/proc/nope"}},
+	} {
+		if _, err := mqttconn.New(cfg); err == nil {
+			t.Errorf("%s: New succeeded", name)
+		}
+	}
+}
+
+func TestPublishReachesSubscriber(t *testing.T) {
+	mqtttest.Each(t, func(t *testing.T, start func(*testing.T) *mqtttest.Broker) {
+		b := start(t)
+		obs := mqtttest.Subscribe(t, b.URL, "test/topic")
+		reg := prometheus.NewRegistry()
+		c := newConn(t, mqttconn.Config{Broker: b.URL, Registerer: reg})
+		if err := c.Ready(context.Background()); !errors.Is(err, mqttconn.ErrNotConnected) {
+			t.Errorf("Ready before Run = %v, want ErrNotConnected", err)
+		}
+		if _, err := c.Publish(context.Background(), &paho.Publish{Topic: "test/topic", QoS: 2}); !errors.Is(err, mqttconn.ErrNotConnected) {
+			t.Errorf("Publish before Run = %v, want ErrNotConnected", err)
+		}
+		runConn(t, c)
+		awaitReady(t, c)
+
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		resp, err := c.Publish(ctx, &paho.Publish{Topic: "test/topic", QoS: 2, Payload: []byte("hello"),
+			Properties: &paho.PublishProperties{User: paho.UserProperties{{Key: "request_id", Value: "r1"}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.ReasonCode != 0 {
+			t.Errorf("reason code 0x%02x, want 0", resp.ReasonCode)
+		}
+		msgs := obs.Wait(t, 1, 10*time.Second)
+		if string(msgs[0].Payload) != "hello" || msgs[0].User["request_id"] != "r1" {
+			t.Errorf("observer got %q with user properties %v", msgs[0].Payload, msgs[0].User)
+		}
+		if got := metric(t, reg, "lps_mqtt_connects_total"); got != 1 {
+			t.Errorf("connects = %v, want 1", got)
+		}
+		if got := metric(t, reg, "lps_mqtt_connected"); got != 1 {
+			t.Errorf("connected = %v, want 1", got)
+		}
+	})
+}
+
+func TestReconnectAfterBrokerRestart(t *testing.T) {
+	mqtttest.Each(t, func(t *testing.T, start func(*testing.T) *mqtttest.Broker) {
+		b := start(t)
+		reg := prometheus.NewRegistry()
+		c := newConn(t, mqttconn.Config{Broker: b.URL, Registerer: reg})
+		runConn(t, c)
+		awaitReady(t, c)
+
+		b.Stop()
+		mqtttest.Eventually(t, 10*time.Second, func() error {
+			if c.Connected() {
+				return errors.New("still connected")
+			}
+			return nil
+		})
+		if _, err := c.Publish(context.Background(), &paho.Publish{Topic: "x", QoS: 2}); !errors.Is(err, mqttconn.ErrNotConnected) {
+			t.Errorf("Publish while down = %v, want ErrNotConnected", err)
+		}
+		if err := c.Ready(context.Background()); err == nil {
+			t.Error("Ready while down = nil")
+		}
+		b.Start()
+		awaitReady(t, c)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := c.Publish(ctx, &paho.Publish{Topic: "x", QoS: 2}); err != nil {
+			t.Fatalf("Publish after reconnect: %v", err)
+		}
+		if got := metric(t, reg, "lps_mqtt_disconnects_total"); got != 1 {
+			t.Errorf("disconnects = %v, want 1", got)
+		}
+		if got := metric(t, reg, "lps_mqtt_connects_total"); got != 2 {
+			t.Errorf("connects = %v, want 2", got)
+		}
+	})
+}
+
+func TestFailureReasonCodeIsAnError(t *testing.T) {
+	b := mqtttest.StartMochi(t, &mqtttest.MochiOptions{NoAllow: true, Hooks: []mqtt.Hook{&mqtttest.DenyPublish{Prefix: "denied/"}}})
+	c := newConn(t, mqttconn.Config{Broker: b.URL})
+	runConn(t, c)
+	awaitReady(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := c.Publish(ctx, &paho.Publish{Topic: "denied/x", QoS: 2, Payload: []byte("x")})
+	var rce *mqttconn.ReasonCodeError
+	if !errors.As(err, &rce) || rce.Code != 0x87 {
+		t.Fatalf("Publish to a denied topic = %v, want a ReasonCodeError 0x87", err)
+	}
+	// No subscriber is not a failure, but visible.
+	resp, err := c.Publish(ctx, &paho.Publish{Topic: "nobody/listens", QoS: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.ReasonCode != mqttconn.ReasonNoMatchingSubscribers && resp.ReasonCode != 0 {
+		t.Errorf("reason code 0x%02x", resp.ReasonCode)
+	}
+}
+
+func TestPublishReturnsOnlyAfterPubcomp(t *testing.T) {
+	gate := new(mqtttest.PubrelGate)
+	b := mqtttest.StartMochi(t, &mqtttest.MochiOptions{Hooks: []mqtt.Hook{gate}})
+	c := newConn(t, mqttconn.Config{Broker: b.URL})
+	runConn(t, c)
+	awaitReady(t, c)
+
+	held := gate.Hold()
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err := c.Publish(ctx, &paho.Publish{Topic: "x", QoS: 2})
+		done <- err
+	}()
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the broker never saw a PUBREL")
+	}
+	// The broker has sent PUBREC and holds our PUBREL: no PUBCOMP yet.
+	select {
+	case err := <-done:
+		t.Fatalf("Publish returned (%v) before the broker sent PUBCOMP", err)
+	default:
+	}
+	gate.Release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPublishFailsFastWhenConnectionDrops(t *testing.T) {
+	gate := new(mqtttest.PubrelGate)
+	b := mqtttest.StartMochi(t, &mqtttest.MochiOptions{Hooks: []mqtt.Hook{gate}})
+	c := newConn(t, mqttconn.Config{Broker: b.URL, Options: mqttconn.Options{KeepAlive: time.Second, ReconnectBase: time.Hour, ReconnectMax: time.Hour}})
+	runConn(t, c)
+	awaitReady(t, c)
+	held := gate.Hold()
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Publish(context.Background(), &paho.Publish{Topic: "x", QoS: 2})
+		done <- err
+	}()
+	<-held
+	// Stop the broker while it holds the PUBREL: the connection breaks mid-flow. mochi's Close
+	// waits for the held reader, so it runs aside until the hook lets go.
+	stopped := make(chan struct{})
+	go func() { defer close(stopped); b.Stop() }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, mqttconn.ErrConnectionLost) {
+			t.Errorf("Publish = %v, want ErrConnectionLost", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Publish did not return after the connection broke")
+	}
+	gate.Release()
+	<-stopped
+}
+
+// TestUnackedMessagesAreRedelivered: a consumer with manual acknowledgement that stops without
+// acknowledging gets the message again when it comes back under the same client id; one that
+// acknowledged (and waited for the acknowledgement to be sent) does not.
+func TestUnackedMessagesAreRedelivered(t *testing.T) {
+	mqtttest.Each(t, func(t *testing.T, start func(*testing.T) *mqtttest.Broker) {
+		b := start(t)
+		got := make(chan paho.PublishReceived, 10)
+		cfg := mqttconn.Config{
+			Broker: b.URL, ClientID: "consumer-" + filepath.Base(t.Name()), ManualAck: true, ReceiveMaximum: 5,
+			Subscriptions: []paho.SubscribeOptions{{Topic: "$share/g/work/+", QoS: 2}},
+			OnPublish:     func(pr paho.PublishReceived) { got <- pr },
+		}
+		c1 := newConn(t, cfg)
+		stop1 := runConn(t, c1)
+		awaitReady(t, c1)
+
+		mqtttest.Publish(t, b.URL, "work/1", []byte("one"), nil)
+		mqtttest.Publish(t, b.URL, "work/2", []byte("two"), nil)
+		first := receive(t, got)
+		second := receive(t, got)
+		if string(first.Packet.Payload) != "one" || string(second.Packet.Payload) != "two" {
+			t.Fatalf("got %q, %q", first.Packet.Payload, second.Packet.Payload)
+		}
+		// Acknowledge only the first, then stop cleanly.
+		if err := c1.Ack(first); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := c1.WaitAcks(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := stop1(); err != nil {
+			t.Fatal(err)
+		}
+
+		c2 := newConn(t, cfg)
+		runConn(t, c2)
+		again := receive(t, got)
+		if string(again.Packet.Payload) != "two" {
+			t.Fatalf("redelivered %q, want %q", again.Packet.Payload, "two")
+		}
+		if err := c2.Ack(again); err != nil {
+			t.Fatal(err)
+		}
+		awaitReady(t, c2)
+		// A marker published now arrives next: "one" was not redelivered.
+		mqtttest.Publish(t, b.URL, "work/3", []byte("three"), nil)
+		if next := receive(t, got); string(next.Packet.Payload) != "three" {
+			t.Fatalf("next message %q, want %q (an acknowledged message came back)", next.Packet.Payload, "three")
+		}
+	})
+}
+
+func receive(t *testing.T, ch <-chan paho.PublishReceived) paho.PublishReceived {
+	t.Helper()
+	select {
+	case pr := <-ch:
+		return pr
+	case <-time.After(10 * time.Second):
+		t.Fatal("no message within 10s")
+		return paho.PublishReceived{}
+	}
+}
+
+func TestSessionDir(t *testing.T) {
+	b := mqtttest.StartMochi(t, nil)
+	dir := t.TempDir()
+	c := newConn(t, mqttconn.Config{Broker: b.URL, ClientID: "proxy/1", Options: mqttconn.Options{SessionDir: dir}})
+	runConn(t, c)
+	awaitReady(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Publish(ctx, &paho.Publish{Topic: "x", QoS: 2}); err != nil {
+		t.Fatal(err)
+	}
+	for _, sub := range []string{"client", "server"} {
+		if fi, err := os.Stat(filepath.Join(dir, "proxy_1", sub)); err != nil || !fi.IsDir() {
+			t.Errorf("session store %s: %v", sub, err)
+		}
+	}
+}
+
+func TestTLS(t *testing.T) {
+	cert, pool := selfSigned(t)
+	srv := mqtt.New(&mqtt.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err := srv.AddHook(new(mqtttest.AllowHook), nil); err != nil {
+		t.Fatal(err)
+	}
+	ln := listeners.NewTCP(listeners.Config{ID: "tls", Address: "127.0.0.1:0",
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}})
+	if err := srv.AddListener(ln); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	_, port, _ := net.SplitHostPort(ln.Address())
+
+	opts := fast
+	opts.TLSConfig = &tls.Config{RootCAs: pool}
+	c := newConn(t, mqttconn.Config{Broker: "mqtts://localhost:" + port, Options: opts, Logger: zap.NewNop()})
+	runConn(t, c)
+	awaitReady(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Publish(ctx, &paho.Publish{Topic: "x", QoS: 2}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"},
+		DNSNames: []string{"localhost"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
+}
+
+// metric sums the values of the counter or gauge family name in reg.
+func metric(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		var v float64
+		for _, m := range mf.GetMetric() {
+			v += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+		return v
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
