@@ -1,0 +1,207 @@
+package mqtt2http
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/lpsdev/lps/mqttconn"
+	"github.com/lpsdev/lps/roles"
+)
+
+// Defaults of Config, applied in one place (Config.defaults).
+const (
+	// DefaultShareGroup is the original's shared subscription group.
+	DefaultShareGroup = "legacy_proxy"
+	// DefaultTopic is the original's filter: every "<service>/message" topic of http2mqtt.
+	DefaultTopic = "+/message"
+	// DefaultQoS is exactly once, as the original.
+	DefaultQoS = 2
+	// DefaultMaxInflight reproduces the original: one message at a time per instance.
+	DefaultMaxInflight = 1
+	// DefaultMaxAttempts, DefaultRetryBase and DefaultRetryMax: the delays double from 0.5 s up to
+	// 10 s, so twenty attempts span 78 to 155 s (with jitter) of upstream outage before a message
+	// is dead-lettered — well beyond the failover experiments' 26-34 s outages (ten attempts
+	// would span only 28-55 s) — while a recovered upstream waits at most 10 s for the message
+	// held at that moment.
+	DefaultMaxAttempts = 20
+	DefaultRetryBase   = 500 * time.Millisecond
+	DefaultRetryMax    = 10 * time.Second
+	// DefaultDeadLetterTopic is one topic for every instance, so an operator watches a single
+	// place; the envelope names the service, topic and request id. It deliberately matches
+	// neither +/message nor +/retry/message.
+	DefaultDeadLetterTopic = "lps/dead-letter"
+	// DefaultDrainTimeout bounds how long a shutdown waits for the forwards in flight before it
+	// abandons them (unacknowledged, so the broker redelivers them).
+	DefaultDrainTimeout = 15 * time.Second
+	// DefaultPublishTimeout bounds one republish or dead-letter publish.
+	DefaultPublishTimeout = 10 * time.Second
+
+	// RetrySuffix makes the retry topic "<service-name>/retry/message", as the original.
+	RetrySuffix = "/retry/message"
+	// RetryFilter is the retry topics' filter, subscribed in the share group besides Topic.
+	RetryFilter = "+" + RetrySuffix
+	// AttemptsProperty is the MQTT v5 user property that counts the failed forwards of a
+	// republished message.
+	AttemptsProperty = "attempts"
+	// RequestIDProperty carries the Request-Id besides the payload's request_id.
+	RequestIDProperty = "request_id"
+)
+
+// Config configures a Bridge.
+type Config struct {
+	// ServiceName names the instance: MQTT client id (its persistent session), retry topic
+	// "<ServiceName>/retry/message", logs. Required; no /, + or #.
+	ServiceName string
+	// Admin is the admin listener, serving /healthz, /readyz and /metrics only.
+	Admin roles.Server
+	// Broker is the broker URL (mqtt://host:1883, mqtts://host:8883); required. Username and
+	// Password authenticate with it.
+	Broker, Username, Password string
+	// ShareGroup is the shared subscription group; "" means DefaultShareGroup, or the group of a
+	// "$share/<group>/..." Topic.
+	ShareGroup string
+	// Topic is the subscription filter; "" means DefaultTopic. A "$share/<group>/<filter>" value
+	// sets the group, as the original's MQTT_TOPIC did.
+	Topic string
+	// QoS of the subscriptions and of republished messages, 1 or 2; zero means DefaultQoS.
+	QoS int
+	// Upstream is where alarms are forwarded (component 2); URL required.
+	Upstream roles.Upstream
+	// MaxInflight is the MQTT receive maximum and the number of concurrent forwards; zero means
+	// DefaultMaxInflight.
+	MaxInflight int
+	// MaxAttempts is how many forwards a message gets before it is dead-lettered; zero means
+	// DefaultMaxAttempts.
+	MaxAttempts int
+	// RetryBase and RetryMax bound the delay before a failed message is republished for its
+	// next attempt (exponential with jitter); zero means DefaultRetryBase, DefaultRetryMax.
+	RetryBase, RetryMax time.Duration
+	// DeadLetterTopic receives what cannot be delivered; "" means DefaultDeadLetterTopic.
+	DeadLetterTopic string
+	// DrainTimeout: zero means DefaultDrainTimeout.
+	DrainTimeout time.Duration
+	// PublishTimeout bounds one republish or dead-letter publish; zero means
+	// DefaultPublishTimeout.
+	PublishTimeout time.Duration
+	// Logger: nil means Admin.Logger, else none. Registry: nil means Admin.Registry, else a
+	// fresh one.
+	Logger   *zap.Logger
+	Registry *prometheus.Registry
+	// MQTT are the connection's further settings (keepalive, session, TLS, reconnect).
+	MQTT mqttconn.Options
+}
+
+// settings is a validated Config with what follows from it.
+type settings struct {
+	Config
+	group, filter string // the subscription: $share/<group>/<filter>
+	retryTopic    string
+}
+
+func (c Config) settings() (settings, error) {
+	s := settings{Config: c}
+	if s.Logger == nil {
+		s.Logger = s.Admin.Logger
+	}
+	if s.Registry == nil {
+		s.Registry = s.Admin.Registry
+	}
+	s.Admin.ServiceName, s.Admin.Logger, s.Admin.Registry = s.ServiceName, s.Logger, s.Registry
+	s.Admin.SetDefaults()
+	s.Logger, s.Registry = s.Admin.Logger, s.Admin.Registry
+
+	if s.ServiceName == "" || strings.ContainsAny(s.ServiceName, "/+#") {
+		return s, fmt.Errorf("service name %q must be set and free of /, + and #: it is the MQTT client id and the first level of the retry topic", s.ServiceName)
+	}
+	s.retryTopic = s.ServiceName + RetrySuffix
+	if err := mqttconn.ValidateTopic(s.retryTopic); err != nil {
+		return s, fmt.Errorf("service name: %w", err)
+	}
+	if err := roles.ValidateURL(s.Upstream.URL); err != nil {
+		return s, fmt.Errorf("upstream %w", err)
+	}
+
+	if s.Topic == "" {
+		s.Topic = DefaultTopic
+	}
+	group, filter, shared, err := mqttconn.SplitShared(s.Topic)
+	if err != nil {
+		return s, err
+	}
+	switch {
+	case shared && s.ShareGroup != "" && s.ShareGroup != group:
+		return s, fmt.Errorf("topic %q names share group %q but the share group is %q", s.Topic, group, s.ShareGroup)
+	case shared:
+	case s.ShareGroup != "":
+		group = s.ShareGroup
+	default:
+		group = DefaultShareGroup
+	}
+	if err := mqttconn.ValidateShareGroup(group); err != nil {
+		return s, err
+	}
+	if err := mqttconn.ValidateFilter(filter); err != nil {
+		return s, err
+	}
+	s.group, s.filter = group, filter
+
+	if s.DeadLetterTopic == "" {
+		s.DeadLetterTopic = DefaultDeadLetterTopic
+	}
+	if err := mqttconn.ValidateTopic(s.DeadLetterTopic); err != nil {
+		return s, fmt.Errorf("dead-letter %w", err)
+	}
+	// A filter that also matches the retry or dead-letter topics would deliver those messages
+	// twice (two matching shared subscriptions) or feed dead letters back in.
+	for _, t := range []string{s.retryTopic, s.DeadLetterTopic} {
+		if mqttconn.Match(filter, t) {
+			return s, fmt.Errorf("topic filter %q also matches %q; use a filter such as %q", filter, t, DefaultTopic)
+		}
+	}
+	if mqttconn.Match(RetryFilter, s.DeadLetterTopic) {
+		return s, fmt.Errorf("dead-letter topic %q matches the retry filter %q", s.DeadLetterTopic, RetryFilter)
+	}
+
+	if s.QoS == 0 {
+		s.QoS = DefaultQoS
+	}
+	if s.QoS < 1 || s.QoS > 2 {
+		return s, fmt.Errorf("QoS %d is not supported: use 2 (or 1); at QoS 0 a message cannot wait for its acknowledgement", s.QoS)
+	}
+	if s.MaxInflight == 0 {
+		s.MaxInflight = DefaultMaxInflight
+	}
+	if s.MaxInflight < 1 || s.MaxInflight > 65535 {
+		return s, fmt.Errorf("max inflight %d must be between 1 and 65535 (it is the MQTT receive maximum)", s.MaxInflight)
+	}
+	if s.MaxAttempts == 0 {
+		s.MaxAttempts = DefaultMaxAttempts
+	}
+	if s.MaxAttempts < 1 {
+		return s, fmt.Errorf("max attempts %d must be at least 1", s.MaxAttempts)
+	}
+	if s.RetryBase == 0 {
+		s.RetryBase = DefaultRetryBase
+	}
+	if s.RetryMax == 0 {
+		s.RetryMax = max(DefaultRetryMax, s.RetryBase)
+	}
+	if s.RetryBase < 0 || s.RetryMax < s.RetryBase {
+		return s, fmt.Errorf("retry delays must satisfy 0 < base (%s) <= max (%s)", s.RetryBase, s.RetryMax)
+	}
+	if s.DrainTimeout == 0 {
+		s.DrainTimeout = DefaultDrainTimeout
+	}
+	if s.PublishTimeout == 0 {
+		s.PublishTimeout = DefaultPublishTimeout
+	}
+	if s.DrainTimeout < 0 || s.PublishTimeout < 0 {
+		return s, errors.New("drain and publish timeouts must not be negative")
+	}
+	return s, nil
+}
