@@ -6,6 +6,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/lpsdev/lps/roles/mqtt2http"
+	"github.com/lpsdev/lps/roles/mqttbroker"
 	"github.com/lpsdev/lps/topology"
 )
 
@@ -32,7 +34,14 @@ func (a *app) newUpCmd() *cobra.Command {
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
 			fmt.Fprintf(w, "SERVICE\tROLE\tLISTENS ON\n")
 			for _, s := range t.Services {
-				fmt.Fprintf(w, "%s\t%s\thttp://%s\n", s.Name, s.Role, s.Addr)
+				switch v := s.Value().(type) {
+				case *mqttbroker.Broker:
+					fmt.Fprintf(w, "%s\t%s\tmqtt://%s (admin http://%s)\n", s.Name, s.Role, s.Addr, v.AdminAddr())
+				case *mqtt2http.Bridge:
+					fmt.Fprintf(w, "%s\t%s\tadmin http://%s\n", s.Name, s.Role, s.Addr)
+				default:
+					fmt.Fprintf(w, "%s\t%s\thttp://%s\n", s.Name, s.Role, s.Addr)
+				}
 			}
 			w.Flush()
 			fmt.Fprintf(cmd.OutOrStdout(), "send alarms to %v; Ctrl-C stops\n", t.Comp1URLs())
@@ -46,6 +55,9 @@ func (a *app) newUpCmd() *cobra.Command {
 	cmd.Flags().IntVar(&cfg.Comp1Port, "comp1-port", 7081, "port of the first comp1; the others follow (-1: ephemeral)")
 	cmd.Flags().IntVar(&cfg.Instances, "instances", 3, "instances of each proxy")
 	cmd.Flags().StringVar(&cfg.Model, "model", "mascots2022", "rast-sim delay model: mascots2022 or none")
-	cmd.Flags().BoolVar(&cfg.HTTP2, "http2", false, "comp1 speaks h2c to the next hop")
+	cmd.Flags().BoolVar(&cfg.HTTP2, "http2", false, "every HTTP hop speaks h2c")
+	cmd.Flags().StringVar(&cfg.BrokerURL, "broker", "", "lps topology: use this external MQTT v5 broker instead of the embedded one")
+	cmd.Flags().StringVar(&cfg.DataDir, "data-dir", "", "lps topology: the embedded broker's data directory (empty: memory)")
+	cmd.Flags().IntVar(&cfg.MaxInflight, "max-inflight", 0, "lps topology: each mqtt2http's receive maximum and concurrency (0: its default, 1)")
 	return cmd
 }
