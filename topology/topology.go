@@ -1,6 +1,6 @@
 // Package topology starts a whole LPS or baseline topology in one process on loopback, each
-// role a Go value started by the same code its subcommand uses. `lps up`, the experiment kit and
-// the integration tests stand on it.
+// role a Go value started by the same code its subcommand uses, and can stop and restart any
+// one of them on its address. `lps up`, the experiment kit and the integration tests stand on it.
 package topology
 
 import (
@@ -8,15 +8,20 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"strconv"
+	"sync"
+	"time"
 
-	"github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/lpsdev/lps/roles"
 	"github.com/lpsdev/lps/roles/comp1"
 	"github.com/lpsdev/lps/roles/comp2"
+	"github.com/lpsdev/lps/roles/http2mqtt"
+	"github.com/lpsdev/lps/roles/mqtt2http"
+	"github.com/lpsdev/lps/roles/mqttbroker"
 	"github.com/lpsdev/lps/roles/rastsim"
 )
 
@@ -24,6 +29,16 @@ import (
 const (
 	Baseline = "baseline" // load -> comp1 -> comp2 -> rast-sim
 	LPS      = "lps"      // load -> comp1 -> http2mqtt -> broker -> mqtt2http -> comp2 -> rast-sim
+)
+
+// Roles, as Service.Role names them.
+const (
+	RoleRastSim   = "rast-sim"
+	RoleComp1     = "comp1"
+	RoleComp2     = "comp2"
+	RoleHTTP2MQTT = "http2mqtt"
+	RoleMQTT2HTTP = "mqtt2http"
+	RoleBroker    = "broker"
 )
 
 // Config describes a topology. Zero fields take the documented defaults.
@@ -35,13 +50,23 @@ type Config struct {
 	// Comp1Port is the first of the comp1 ports (the original's 7081–7083); zero means 7081,
 	// negative means ephemeral ports (tests).
 	Comp1Port int
-	// Instances is how many comp1, comp2 (and bridges) run; zero means 3, as the original.
+	// Instances is how many comp1, comp2 and bridges of each kind run; zero means 3, as the
+	// original.
 	Instances int
 	// Model is rast-sim's delay model; "" means its default.
 	Model string
 	// HTTP2 makes every HTTP hop speak h2c, the backend's included (the real backend speaks only
 	// HTTP/1.1; rast-sim accepts both).
 	HTTP2 bool
+	// BrokerURL, for the LPS, points the bridges at an external MQTT v5 broker (Mosquitto, …);
+	// "" starts the embedded broker.
+	BrokerURL string
+	// DataDir is the embedded broker's data directory; "" keeps its state in memory.
+	DataDir string
+	// MaxInflight is each mqtt2http's receive maximum and concurrency; zero means its default.
+	MaxInflight int
+	// RetryBase and RetryMax tune mqtt2http's retry backoff; zero means its defaults.
+	RetryBase, RetryMax time.Duration
 	// Logger: nil means none.
 	Logger *zap.Logger
 }
@@ -68,128 +93,364 @@ func (c *Config) defaults() error {
 	return nil
 }
 
-// role is what every role value offers. Run with a context that is already done closes the
-// role's listener and returns, which New uses to release a half-built topology.
+// role is what every role value offers.
 type role interface {
 	Run(ctx context.Context) error
 	Addr() net.Addr
 }
 
-// Service is one started role.
+// Service is one role of the topology. It keeps its address across Stop and Start.
 type Service struct {
-	Name     string
-	Role     string
-	Addr     net.Addr
-	Registry *prometheus.Registry
-	run      func(context.Context) error
+	Name string
+	Role string
+	// Addr is where it listens: its API, or for mqtt2http its admin listener, for the broker
+	// its MQTT listener.
+	Addr net.Addr
+
+	// build makes the role anew, on the same addresses after the first time.
+	build func() (role, *prometheus.Registry, error)
+
+	mu      sync.Mutex
+	current role
+	reg     *prometheus.Registry
+	cancel  context.CancelFunc
+	done    chan error
 }
 
-// Topology is a started set of roles.
+// Registry is the metrics registry of the service's current run.
+func (s *Service) Registry() *prometheus.Registry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.reg
+}
+
+// Value returns the current role value (e.g. *rastsim.Sim); nil after Stop until Start.
+func (s *Service) Value() any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.current
+}
+
+// Topology is a set of roles wired to each other.
 type Topology struct {
 	cfg      Config
 	Services []*Service
-	// Sim is the simulated backend, for counting what arrived.
-	Sim *rastsim.Sim
+	byName   map[string]*Service
+
+	mu       sync.Mutex
+	ctx      context.Context // of Run; nil before
+	launched chan struct{}   // closed when Run has started every service
+	failed   chan error
+	stopped  bool
 }
 
-// New opens every role's listener, backend first, and wires each to the next. On error the
-// listeners already opened are closed.
+// New builds every role, backend first, each wired to the next, with its listener open. On
+// error the roles already built are released.
 func New(cfg Config) (t *Topology, err error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	t = &Topology{cfg: cfg}
-	var closers []func()
+	t = &Topology{cfg: cfg, byName: map[string]*Service{}, failed: make(chan error, 64), launched: make(chan struct{})}
 	defer func() {
 		if err != nil {
-			for _, c := range closers {
-				c()
-			}
+			t.release()
 		}
 	}()
-	add := func(name, role string, srv *roles.Server, build func() (role, error)) (net.Addr, error) {
-		srv.ServiceName = name
-		srv.Logger = cfg.Logger.Named(name)
-		srv.Registry = prometheus.NewRegistry()
-		r, err := build()
-		if err != nil {
-			return nil, fmt.Errorf("starting %s: %w", name, err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel() // a cancelled Run only closes the listener it opened
-		closers = append(closers, func() { r.Run(ctx) })
-		t.Services = append(t.Services, &Service{Name: name, Role: role, Addr: r.Addr(), Registry: srv.Registry, run: r.Run})
-		return r.Addr(), nil
-	}
 	ephemeral := net.JoinHostPort(cfg.Host, "0")
+	n := cfg.Instances
 
 	simCfg := rastsim.Config{Model: cfg.Model}
 	simCfg.Listen = ephemeral
-	simAddr, err := add("ars-comp-3", "rast-sim", &simCfg.Server, func() (role, error) {
-		s, err := rastsim.New(simCfg)
-		t.Sim = s
-		return s, err
-	})
+	sim, err := t.add("ars-comp-3", RoleRastSim, &simCfg.Server, func() (role, error) { return rastsim.New(simCfg) })
 	if err != nil {
 		return nil, err
 	}
 
-	var comp2Addrs []net.Addr
-	for i := 1; i <= cfg.Instances; i++ {
-		c := comp2.Config{Upstream: roles.Upstream{URL: "http://" + simAddr.String(), HTTP2: cfg.HTTP2}}
+	comp2Addrs := make([]net.Addr, n)
+	for i := range n {
+		c := comp2.Config{Upstream: roles.Upstream{URL: "http://" + sim.Addr.String(), HTTP2: cfg.HTTP2}}
 		c.Listen = ephemeral
-		addr, err := add(fmt.Sprintf("ars-comp-2-%d", i), "comp2", &c.Server, func() (role, error) {
-			return comp2.New(c)
-		})
+		s, err := t.add(fmt.Sprintf("ars-comp-2-%d", i+1), RoleComp2, &c.Server, func() (role, error) { return comp2.New(c) })
 		if err != nil {
 			return nil, err
 		}
-		comp2Addrs = append(comp2Addrs, addr)
+		comp2Addrs[i] = s.Addr
 	}
+
+	next := comp2Addrs // where comp1 i forwards
 	if cfg.Kind == LPS {
-		return nil, errors.New("the lps topology needs the MQTT bridges, which are not built yet")
+		brokerURL := cfg.BrokerURL
+		if brokerURL == "" {
+			bc := mqttbroker.Config{Listen: ephemeral, DataDir: cfg.DataDir}
+			bc.Admin.Listen = ephemeral
+			var mb *mqttbroker.Broker
+			s, err := t.add("broker", RoleBroker, &bc.Admin, func() (role, error) {
+				b, err := mqttbroker.New(bc)
+				mb = b
+				return b, err
+			})
+			if err != nil {
+				return nil, err
+			}
+			bc.Listen, bc.Admin.Listen = s.Addr.String(), mb.AdminAddr().String()
+			brokerURL = "mqtt://" + s.Addr.String()
+		}
+		for i := range n {
+			c := mqtt2http.Config{
+				ServiceName: fmt.Sprintf("proxy2-%d", i+1),
+				Broker:      brokerURL,
+				Upstream:    roles.Upstream{URL: "http://" + comp2Addrs[i].String(), HTTP2: cfg.HTTP2},
+				MaxInflight: cfg.MaxInflight,
+				RetryBase:   cfg.RetryBase,
+				RetryMax:    cfg.RetryMax,
+			}
+			c.Admin.Listen = ephemeral
+			if _, err := t.add(c.ServiceName, RoleMQTT2HTTP, &c.Admin, func() (role, error) { return mqtt2http.New(c) }); err != nil {
+				return nil, err
+			}
+		}
+		next = make([]net.Addr, n)
+		for i := range n {
+			c := http2mqtt.Config{Broker: brokerURL}
+			c.Listen = ephemeral
+			s, err := t.add(fmt.Sprintf("proxy1-%d", i+1), RoleHTTP2MQTT, &c.Server, func() (role, error) { return http2mqtt.New(c) })
+			if err != nil {
+				return nil, err
+			}
+			next[i] = s.Addr
+		}
 	}
-	for i := 1; i <= cfg.Instances; i++ {
-		c := comp1.Config{Upstream: roles.Upstream{URL: "http://" + comp2Addrs[i-1].String(), HTTP2: cfg.HTTP2}}
+
+	for i := range n {
+		c := comp1.Config{Upstream: roles.Upstream{URL: "http://" + next[i].String(), HTTP2: cfg.HTTP2}}
 		c.Listen = ephemeral
 		if cfg.Comp1Port > 0 {
-			c.Listen = net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Comp1Port+i-1))
+			c.Listen = net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Comp1Port+i))
 		}
-		if _, err := add(fmt.Sprintf("ars-comp-1-%d", i), "comp1", &c.Server, func() (role, error) {
-			return comp1.New(c)
-		}); err != nil {
+		if _, err := t.add(fmt.Sprintf("ars-comp-1-%d", i+1), RoleComp1, &c.Server, func() (role, error) { return comp1.New(c) }); err != nil {
 			return nil, err
 		}
 	}
 	return t, nil
 }
 
-// Comp1URLs are the base URLs the load posts alarms to.
+// add builds a role once and registers it as a service named name. srv is the role's server
+// settings, which add fills (name, logger, registry) and, after the first build, pins to the
+// address the role got, so that a restart listens there again.
+func (t *Topology) add(name, roleName string, srv *roles.Server, build func() (role, error)) (*Service, error) {
+	s := &Service{Name: name, Role: roleName}
+	s.build = func() (role, *prometheus.Registry, error) {
+		srv.ServiceName = name
+		srv.Logger = t.cfg.Logger.Named(name)
+		srv.Registry = prometheus.NewRegistry()
+		r, err := build()
+		if err != nil {
+			return nil, nil, fmt.Errorf("starting %s: %w", name, err)
+		}
+		return r, srv.Registry, nil
+	}
+	r, reg, err := s.build()
+	if err != nil {
+		return nil, err
+	}
+	s.Addr, s.current, s.reg = r.Addr(), r, reg
+	if roleName != RoleBroker { // the broker's Addr is MQTT, not its server's; New pins both
+		srv.Listen = r.Addr().String()
+	}
+	t.Services = append(t.Services, s)
+	t.byName[name] = s
+	return s, nil
+}
+
+// release closes the listeners of roles built but never run.
+func (t *Topology) release() {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, s := range t.Services {
+		if s.current != nil {
+			s.current.Run(ctx) // a Run whose context is done closes what New opened
+		}
+	}
+}
+
+// Service returns the service called name, or nil.
+func (t *Topology) Service(name string) *Service { return t.byName[name] }
+
+// ByRole returns the services of one role, in order.
+func (t *Topology) ByRole(role string) []*Service {
+	var out []*Service
+	for _, s := range t.Services {
+		if s.Role == role {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Sim returns the running rast-sim, nil while it is stopped.
+func (t *Topology) Sim() *rastsim.Sim {
+	s, _ := t.ByRole(RoleRastSim)[0].Value().(*rastsim.Sim)
+	return s
+}
+
+// Broker returns the running embedded broker, nil when stopped or external.
+func (t *Topology) Broker() *mqttbroker.Broker {
+	for _, s := range t.ByRole(RoleBroker) {
+		b, _ := s.Value().(*mqttbroker.Broker)
+		return b
+	}
+	return nil
+}
+
+// Comp1URLs are the URLs the load posts alarms to.
 func (t *Topology) Comp1URLs() []string {
 	var urls []string
-	for _, s := range t.Services {
-		if s.Role == "comp1" {
-			urls = append(urls, "http://"+s.Addr.String()+comp1.Path)
-		}
+	for _, s := range t.ByRole(RoleComp1) {
+		urls = append(urls, "http://"+s.Addr.String()+comp1.Path)
 	}
 	return urls
 }
 
-// Run runs every role until ctx is done or one of them fails, then stops them all.
+// Run runs every role until ctx is done or one of them fails on its own, then stops them all,
+// front to back, and returns the first failure.
 func (t *Topology) Run(ctx context.Context) error {
-	var g run.Group
-	for _, s := range t.Services {
-		sctx, cancel := context.WithCancel(ctx)
-		g.Add(func() error {
-			if err := s.run(sctx); err != nil {
-				return fmt.Errorf("%s: %w", s.Name, err)
-			}
-			return sctx.Err()
-		}, func(error) { cancel() })
+	t.mu.Lock()
+	if t.ctx != nil {
+		t.mu.Unlock()
+		return errors.New("topology already ran")
 	}
-	err := g.Run()
-	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
-		return nil
+	t.ctx = ctx
+	for _, s := range t.Services {
+		t.launch(s, s.current)
+	}
+	close(t.launched)
+	t.mu.Unlock()
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-t.failed:
+	}
+	t.mu.Lock()
+	t.stopped = true
+	t.mu.Unlock()
+	for i := len(t.Services) - 1; i >= 0; i-- {
+		if serr := t.stop(t.Services[i]); serr != nil && err == nil {
+			err = serr
+		}
 	}
 	return err
+}
+
+// launch runs r as s's current role. Called with t.mu held.
+func (t *Topology) launch(s *Service, r role) {
+	ctx, cancel := context.WithCancel(t.ctx)
+	done := make(chan error, 1)
+	s.mu.Lock()
+	s.current, s.cancel, s.done = r, cancel, done
+	s.mu.Unlock()
+	go func() {
+		err := r.Run(ctx)
+		if err != nil && ctx.Err() == nil {
+			err = fmt.Errorf("%s: %w", s.Name, err)
+			select {
+			case t.failed <- err:
+			default:
+			}
+		}
+		done <- err
+	}()
+}
+
+// stop stops s gracefully and waits for it.
+func (t *Topology) stop(s *Service) error {
+	s.mu.Lock()
+	cancel, done := s.cancel, s.done
+	s.cancel, s.done = nil, nil
+	s.mu.Unlock()
+	if cancel == nil {
+		return nil
+	}
+	cancel()
+	err := <-done
+	s.mu.Lock()
+	s.current = nil
+	s.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("stopping %s: %w", s.Name, err)
+	}
+	return nil
+}
+
+// Stop stops the service called name gracefully, as an operator stopping a container would;
+// it keeps its address for Start.
+func (t *Topology) Stop(name string) error {
+	s := t.byName[name]
+	if s == nil {
+		return fmt.Errorf("no service %q", name)
+	}
+	return t.stop(s)
+}
+
+// Start starts a stopped service again on its address, with fresh state (a rast-sim starts
+// counting anew, a broker recovers from its data dir).
+func (t *Topology) Start(name string) error {
+	s := t.byName[name]
+	if s == nil {
+		return fmt.Errorf("no service %q", name)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.ctx == nil || t.stopped {
+		return errors.New("topology is not running")
+	}
+	if s.Value() != nil {
+		return fmt.Errorf("%s is running", name)
+	}
+	r, reg, err := s.build()
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.reg = reg
+	s.mu.Unlock()
+	t.launch(s, r)
+	return nil
+}
+
+// WaitReady waits until Run has started the services and every running one answers /readyz
+// with 200 (bridges connected to the broker, broker serving), or ctx ends.
+func (t *Topology) WaitReady(ctx context.Context) error {
+	select {
+	case <-t.launched:
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for the topology to run: %w", ctx.Err())
+	}
+	client := &http.Client{Timeout: 2 * time.Second}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for _, s := range t.Services {
+		addr := s.Addr
+		switch v := s.Value().(type) {
+		case nil:
+			continue
+		case *mqttbroker.Broker:
+			addr = v.AdminAddr()
+		}
+		for {
+			resp, err := client.Get("http://" + addr.String() + "/readyz")
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					break
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("waiting for %s to be ready: %w", s.Name, ctx.Err())
+			case <-tick.C:
+			}
+		}
+	}
+	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +13,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
 
 	"github.com/lpsdev/lps/topology"
 	"github.com/lpsdev/lps/transport"
@@ -21,6 +24,9 @@ import (
 func startTopology(t testing.TB, cfg topology.Config) *topology.Topology {
 	t.Helper()
 	cfg.Comp1Port = -1
+	if os.Getenv("LPS_TEST_LOG") != "" { // debugging aid: the roles' logs on stderr
+		cfg.Logger = zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel))
+	}
 	top, err := topology.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -39,6 +45,11 @@ func startTopology(t testing.TB, cfg topology.Config) *topology.Topology {
 			t.Error("topology did not stop")
 		}
 	})
+	rctx, rcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer rcancel()
+	if err := top.WaitReady(rctx); err != nil {
+		t.Fatal(err)
+	}
 	return top
 }
 
@@ -101,7 +112,7 @@ func TestBaselineDeliversEachAlarmExactlyOnce(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	got := top.Sim.Received()
+	got := top.Sim().Received()
 	if len(got) != alarms {
 		t.Errorf("rast-sim received %d distinct ids, want %d", len(got), alarms)
 	}
@@ -157,7 +168,7 @@ func TestEveryHopSpeaksHTTP2WhenAsked(t *testing.T) {
 				want = "HTTP/2.0"
 			}
 			for _, s := range top.Services {
-				got := requestsByProto(t, s.Registry)
+				got := requestsByProto(t, s.Registry())
 				if got[want] != n || len(got) != 1 {
 					t.Errorf("%s saw %v, want %d requests all %s", s.Name, got, n, want)
 				}
