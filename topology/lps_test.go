@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/lpsdev/lps/internal/testutil"
 	"github.com/lpsdev/lps/mqttconn/mqtttest"
 	"github.com/lpsdev/lps/roles"
@@ -184,29 +182,9 @@ func forwardedBy(t *testing.T, top *topology.Topology) []float64 {
 	t.Helper()
 	var out []float64
 	for _, s := range top.ByRole(topology.RoleComp2) {
-		out = append(out, counterSum(t, s.Registry(), "lps_http_requests_total", "code", "200"))
+		out = append(out, testutil.Metric(t, s.Registry(), "lps_http_requests_total", map[string]string{"code": "200"}))
 	}
 	return out
-}
-
-func counterSum(t *testing.T, g prometheus.Gatherer, name, labelName, labelValue string) float64 {
-	t.Helper()
-	mfs, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if labelName == "" || label(m, labelName) == labelValue {
-				sum += m.GetCounter().GetValue()
-			}
-		}
-	}
-	return sum
 }
 
 func TestLPSFairnessEmbedded(t *testing.T) {
