@@ -83,8 +83,12 @@ func (c *Comp2) serveAlarm(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	alarm.RequestID = transport.RequestIDFrom(r.Context())
+	// The forward does not end when the caller goes away: the backend may already have taken
+	// the alarm, and a forward cut short would be forgotten by the dedup window, so the caller's
+	// redelivery would reach the backend a second time. The client's timeout still bounds it.
+	fctx := context.WithoutCancel(r.Context())
 	forward := func() error {
-		_, err := c.client.Post(r.Context(), c.upstream, "application/json", alarm.Marshal())
+		_, err := c.client.Post(fctx, c.upstream, "application/json", alarm.Marshal())
 		return err
 	}
 	if c.dedup == nil {
