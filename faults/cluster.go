@@ -1,0 +1,682 @@
+package faults
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// BrokerKind selects the cluster's MQTT broker.
+type BrokerKind string
+
+// Brokers a Cluster can run.
+const (
+	// Embedded is `lps broker --data-dir DIR`: sessions and messages kept in a bbolt file that
+	// survives kill -9 (writes reach the OS before the broker confirms; --sync-writes would add
+	// power-loss safety, which a process kill does not need).
+	Embedded BrokerKind = "embedded"
+	// Mosquitto is an external Mosquitto with persistence on. Mosquitto keeps its state in
+	// memory and writes a snapshot (mosquitto.db) only on a clean shutdown and every
+	// autosave_interval; with its default of 30 minutes a kill -9 loses every message it took
+	// since the last snapshot. The cluster sets autosave_on_changes true with autosave_interval
+	// 1, which snapshots after every change (each queued message counts), the shortest window
+	// Mosquitto offers: a message it confirmed in the same event-loop pass as the kill can still
+	// be lost, so kill -9 of Mosquitto is at best near-durable. max_queued_messages 0 lifts the
+	// default bound of 1000 queued messages per client, beyond which Mosquitto silently drops
+	// a disconnected consumer's backlog.
+	Mosquitto BrokerKind = "mosquitto"
+)
+
+// DefaultMosquittoPath is where Debian installs Mosquitto; otherwise it is looked up in PATH.
+const DefaultMosquittoPath = "/usr/sbin/mosquitto"
+
+// ErrNoMosquitto means a Mosquitto cluster was asked for but no mosquitto binary was found.
+var ErrNoMosquitto = errors.New("mosquitto not installed")
+
+// ClusterConfig configures a Cluster. Zero fields take the documented defaults.
+type ClusterConfig struct {
+	// Binary is the built lps binary; required.
+	Binary string
+	// Dir holds every process's log (<name>.log) and the broker's data; required.
+	Dir string
+	// Broker is the broker to run; "" means Embedded.
+	Broker BrokerKind
+	// MosquittoPath is the mosquitto binary; "" means DefaultMosquittoPath, else PATH.
+	MosquittoPath string
+	// Instances is how many comp1, comp2 and bridges of each kind run; zero means 3, as the
+	// original.
+	Instances int
+	// MaxInflight, MaxAttempts, RetryBase and RetryMax set mqtt2http's flags of those names;
+	// zero leaves the product's defaults.
+	MaxInflight, MaxAttempts int
+	RetryBase, RetryMax      time.Duration
+	// Comp2Timeout is comp2's --timeout towards the backend; zero leaves the default (60 s).
+	Comp2Timeout time.Duration
+	// ExtraArgs are further flags per role ("comp2", "mqtt2http", ...), e.g.
+	// {"comp2": {"--dedup-window", "0"}}.
+	ExtraArgs map[string][]string
+	// StartTimeout bounds the start of each tier of the topology; zero means 30 s.
+	StartTimeout time.Duration
+}
+
+func (c *ClusterConfig) defaults() error {
+	if c.Binary == "" || c.Dir == "" {
+		return errors.New("cluster needs the lps binary and a directory")
+	}
+	if c.Broker == "" {
+		c.Broker = Embedded
+	}
+	if c.Broker != Embedded && c.Broker != Mosquitto {
+		return fmt.Errorf("unknown broker %q (want %s or %s)", c.Broker, Embedded, Mosquitto)
+	}
+	if c.Instances == 0 {
+		c.Instances = 3
+	}
+	if c.StartTimeout == 0 {
+		c.StartTimeout = 30 * time.Second
+	}
+	if c.Broker == Mosquitto && c.MosquittoPath == "" {
+		c.MosquittoPath = DefaultMosquittoPath
+		if _, err := os.Stat(c.MosquittoPath); err != nil {
+			p, err := exec.LookPath("mosquitto")
+			if err != nil {
+				return fmt.Errorf("%w: not at %s nor in PATH", ErrNoMosquitto, DefaultMosquittoPath)
+			}
+			c.MosquittoPath = p
+		}
+	}
+	return nil
+}
+
+// Cluster is the LPS topology as separate processes on loopback:
+//
+//	load -> comp1-i -> http2mqtt-i -> proxy -> broker -> proxy -> mqtt2http-i -> comp2-i -> FaultyUpstream -> rast-sim
+//
+// Every bridge reaches the broker through its own Proxy, so that a test can cut one bridge off;
+// comp2 reaches rast-sim through a FaultyUpstream. Processes are named as the original's
+// services (ars-comp-3 for rast-sim, ars-comp-2-i, proxy2-i for mqtt2http, proxy1-i for
+// http2mqtt, ars-comp-1-i, broker), and keep their ports across restarts.
+type Cluster struct {
+	cfg ClusterConfig
+
+	RastSim   *Process
+	Backend   *FaultyUpstream
+	Comp2     []*Process
+	Broker    *Process
+	MQTT2HTTP []*Process
+	HTTP2MQTT []*Process
+	Comp1     []*Process
+	// ConsumerProxies[i] is mqtt2http i's network to the broker, PublisherProxies[i] http2mqtt
+	// i's.
+	ConsumerProxies  []*Proxy
+	PublisherProxies []*Proxy
+	// BrokerAddr is the broker's MQTT address (host:port); BrokerAdmin the embedded broker's
+	// admin address ("" for Mosquitto).
+	BrokerAddr, BrokerAdmin string
+
+	client *http.Client
+
+	mu       sync.Mutex
+	received map[int]map[string]int // rast-sim's received ids per run, from its log
+}
+
+// StartCluster starts the topology, backend first, each tier once the one it depends on is
+// ready. On error what was started is stopped.
+func StartCluster(ctx context.Context, cfg ClusterConfig) (c *Cluster, err error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("making the cluster directory: %w", err)
+	}
+	c = &Cluster{cfg: cfg, client: &http.Client{Timeout: 5 * time.Second}, received: map[int]map[string]int{}}
+	defer func() {
+		if err != nil {
+			c.Close()
+			c = nil
+		}
+	}()
+	n := cfg.Instances
+
+	c.RastSim = c.lps("ars-comp-3", "rast-sim", "--listen", "--model", "none")
+	c.RastSim.cfg.OnLine = c.countReceived
+	if err := c.startTier(ctx, c.RastSim); err != nil {
+		return c, err
+	}
+	if c.Backend, err = ListenFaultyUpstream("http://" + c.RastSim.Arg("--listen")); err != nil {
+		return c, err
+	}
+
+	for i := range n {
+		args := []string{"--upstream", c.Backend.URL()}
+		if cfg.Comp2Timeout > 0 {
+			args = append(args, "--timeout", cfg.Comp2Timeout.String())
+		}
+		c.Comp2 = append(c.Comp2, c.lps(fmt.Sprintf("ars-comp-2-%d", i+1), "comp2", "--listen", args...))
+	}
+	if err := c.startTier(ctx, c.Comp2...); err != nil {
+		return c, err
+	}
+
+	if err := c.startBroker(ctx); err != nil {
+		return c, err
+	}
+
+	for i := range n {
+		p, err := ListenProxy(c.BrokerAddr)
+		if err != nil {
+			return c, err
+		}
+		c.ConsumerProxies = append(c.ConsumerProxies, p)
+		args := []string{"--broker", "mqtt://" + p.Addr(), "--upstream", "http://" + c.Comp2[i].Arg("--listen")}
+		for _, f := range []struct {
+			flag string
+			set  bool
+			v    string
+		}{
+			{"--max-inflight", cfg.MaxInflight > 0, strconv.Itoa(cfg.MaxInflight)},
+			{"--max-attempts", cfg.MaxAttempts > 0, strconv.Itoa(cfg.MaxAttempts)},
+			{"--retry-base", cfg.RetryBase > 0, cfg.RetryBase.String()},
+			{"--retry-max", cfg.RetryMax > 0, cfg.RetryMax.String()},
+		} {
+			if f.set {
+				args = append(args, f.flag, f.v)
+			}
+		}
+		c.MQTT2HTTP = append(c.MQTT2HTTP, c.lps(fmt.Sprintf("proxy2-%d", i+1), "mqtt2http", "--admin-listen", args...))
+	}
+	if err := c.startTier(ctx, c.MQTT2HTTP...); err != nil {
+		return c, err
+	}
+
+	for i := range n {
+		p, err := ListenProxy(c.BrokerAddr)
+		if err != nil {
+			return c, err
+		}
+		c.PublisherProxies = append(c.PublisherProxies, p)
+		c.HTTP2MQTT = append(c.HTTP2MQTT, c.lps(fmt.Sprintf("proxy1-%d", i+1), "http2mqtt", "--listen", "--broker", "mqtt://"+p.Addr()))
+	}
+	if err := c.startTier(ctx, c.HTTP2MQTT...); err != nil {
+		return c, err
+	}
+
+	for i := range n {
+		c.Comp1 = append(c.Comp1, c.lps(fmt.Sprintf("ars-comp-1-%d", i+1), "comp1", "--listen",
+			"--upstream", "http://"+c.HTTP2MQTT[i].Arg("--listen")))
+	}
+	if err := c.startTier(ctx, c.Comp1...); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+// lps makes the process of one role: JSON logs, a free loopback port on listenFlag (pinned
+// after the first start) and readiness from /readyz there.
+func (c *Cluster) lps(name, role, listenFlag string, args ...string) *Process {
+	all := []string{role, "--log-format", "json", "--service-name", name, listenFlag, "127.0.0.1:0"}
+	all = append(all, args...)
+	all = append(all, c.cfg.ExtraArgs[role]...)
+	return NewProcess(ProcessConfig{
+		Name:    name,
+		Path:    c.cfg.Binary,
+		Args:    all,
+		LogPath: filepath.Join(c.cfg.Dir, name+".log"),
+		Pins:    []Pin{{Flag: listenFlag, Msg: "listening"}},
+		Ready:   HTTPReady(listenFlag, "/readyz"),
+	})
+}
+
+// startBroker starts the embedded broker or Mosquitto.
+func (c *Cluster) startBroker(ctx context.Context) error {
+	if c.cfg.Broker == Embedded {
+		c.Broker = NewProcess(ProcessConfig{
+			Name: "broker",
+			Path: c.cfg.Binary,
+			Args: append([]string{"broker", "--log-format", "json", "--service-name", "broker",
+				"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+				"--data-dir", filepath.Join(c.cfg.Dir, "broker-data")}, c.cfg.ExtraArgs["broker"]...),
+			LogPath: filepath.Join(c.cfg.Dir, "broker.log"),
+			// The MQTT address is in the "started" line, the admin listener's in "listening".
+			Pins:  []Pin{{Flag: "--listen", Msg: "started"}, {Flag: "--admin-listen", Msg: "listening"}},
+			Ready: HTTPReady("--admin-listen", "/readyz"),
+		})
+		if err := c.startTier(ctx, c.Broker); err != nil {
+			return err
+		}
+		c.BrokerAddr, c.BrokerAdmin = c.Broker.Arg("--listen"), c.Broker.Arg("--admin-listen")
+		return nil
+	}
+	// Mosquitto cannot tell which port it got, so the port is picked here: free a moment ago,
+	// and taken by Mosquitto within milliseconds. Another program could take it in between; a
+	// start then fails loudly (address in use), it cannot go wrong silently.
+	addr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	dir := filepath.Join(c.cfg.Dir, "mosquitto-data")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	conf := []string{
+		"listener " + port + " 127.0.0.1",
+		"allow_anonymous true",
+		"persistence true",
+		"persistence_location " + dir + "/",
+		"autosave_on_changes true", // see Mosquitto: snapshot after every change,
+		"autosave_interval 1",      // the shortest window Mosquitto offers
+		"max_queued_messages 0",    // no bound: a consumer's backlog is never dropped
+		"log_dest stderr",
+		"log_type error",
+		"log_type warning",
+		"log_type notice", // connections and disconnections, not every snapshot
+	}
+	if os.Geteuid() == 0 {
+		conf = append(conf, "user root") // else Mosquitto drops to a user who cannot write dir
+	}
+	confPath := filepath.Join(c.cfg.Dir, "mosquitto.conf")
+	if err := os.WriteFile(confPath, []byte(strings.Join(conf, "\n")+"\n"), 0o644); err != nil {
+		return err
+	}
+	c.Broker = NewProcess(ProcessConfig{
+		Name:    "broker",
+		Path:    c.cfg.MosquittoPath,
+		Args:    []string{"-c", confPath},
+		LogPath: filepath.Join(c.cfg.Dir, "broker.log"),
+		Ready:   TCPReady(addr),
+	})
+	c.BrokerAddr = addr
+	return c.startTier(ctx, c.Broker)
+}
+
+// parallel runs f for every process at once and returns their errors joined; the first error
+// cancels the others' context.
+func parallel(ctx context.Context, ps []*Process, f func(context.Context, *Process) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make([]error, len(ps))
+	var wg sync.WaitGroup
+	for i, p := range ps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if errs[i] = f(ctx, p); errs[i] != nil {
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("finding a free port: %w", err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr, nil
+}
+
+// startTier starts processes in parallel and waits until all are ready.
+func (c *Cluster) startTier(ctx context.Context, ps ...*Process) error {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.StartTimeout)
+	defer cancel()
+	return parallel(ctx, ps, func(ctx context.Context, p *Process) error { return p.StartReady(ctx) })
+}
+
+// Restart starts stopped processes again (on their ports) and waits until they are ready.
+func (c *Cluster) Restart(ctx context.Context, ps ...*Process) error {
+	return c.startTier(ctx, ps...)
+}
+
+// Processes are every process of the cluster, backend first.
+func (c *Cluster) Processes() []*Process {
+	var out []*Process
+	for _, p := range append(append([]*Process{c.RastSim}, c.Comp2...), c.Broker) {
+		if p != nil {
+			out = append(out, p)
+		}
+	}
+	out = append(out, c.MQTT2HTTP...)
+	out = append(out, c.HTTP2MQTT...)
+	return append(out, c.Comp1...)
+}
+
+// WaitReady waits until every process runs and is ready.
+func (c *Cluster) WaitReady(ctx context.Context) error {
+	return parallel(ctx, c.Processes(), func(ctx context.Context, p *Process) error { return p.WaitReady(ctx) })
+}
+
+// Comp1URLs are the URLs the load posts alarms to.
+func (c *Cluster) Comp1URLs() []string {
+	var urls []string
+	for _, p := range c.Comp1 {
+		urls = append(urls, "http://"+p.Arg("--listen")+"/api/v1/simple")
+	}
+	return urls
+}
+
+// Dir is where the logs are.
+func (c *Cluster) Dir() string { return c.cfg.Dir }
+
+// BrokerKind is the cluster's broker.
+func (c *Cluster) BrokerKind() BrokerKind { return c.cfg.Broker }
+
+// Close kills every process and closes the proxies.
+func (c *Cluster) Close() {
+	var wg sync.WaitGroup
+	for _, p := range c.Processes() {
+		wg.Add(1)
+		go func() { defer wg.Done(); p.Kill() }()
+	}
+	wg.Wait()
+	for _, p := range append(append([]*Proxy(nil), c.ConsumerProxies...), c.PublisherProxies...) {
+		p.Close()
+	}
+	if c.Backend != nil {
+		c.Backend.Close()
+	}
+}
+
+// countReceived counts the alarms rast-sim logged as received ("UID: <id>, CMD-START ..."),
+// per run: what a run received survives its end, so that a scenario that restarts rast-sim
+// still sees everything.
+func (c *Cluster) countReceived(run int, line []byte) {
+	if !bytes.Contains(line, []byte("CMD-START")) {
+		return
+	}
+	var l struct {
+		RequestID string `json:"request_id"`
+	}
+	if json.Unmarshal(line, &l) != nil || l.RequestID == "" {
+		return
+	}
+	c.mu.Lock()
+	m := c.received[run]
+	if m == nil {
+		m = map[string]int{}
+		c.received[run] = m
+	}
+	m[l.RequestID]++
+	c.mu.Unlock()
+}
+
+// Received is every Request-Id rast-sim received and how often, over all its runs: the
+// running one's from GET /stats/requests, the ended ones' from their logs.
+func (c *Cluster) Received(ctx context.Context) (map[string]int, error) {
+	run := c.RastSim.Run()
+	live := c.RastSim.Running()
+	out := map[string]int{}
+	if live {
+		var body struct {
+			Requests map[string]int `json:"requests"`
+		}
+		if err := c.getJSON(ctx, "http://"+c.RastSim.Arg("--listen")+"/stats/requests", &body); err != nil {
+			return nil, fmt.Errorf("fetching rast-sim's received ids: %w", err)
+		}
+		out = body.Requests
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for r, m := range c.received {
+		if live && r == run {
+			continue
+		}
+		for id, n := range m {
+			out[id] += n
+		}
+	}
+	return out, nil
+}
+
+// LoggedReceived is what rast-sim's logs say it received, over all its runs (Received's
+// cross-check).
+func (c *Cluster) LoggedReceived() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string]int{}
+	for _, m := range c.received {
+		for id, n := range m {
+			out[id] += n
+		}
+	}
+	return out
+}
+
+func (c *Cluster) getJSON(ctx context.Context, url string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %d", url, resp.StatusCode)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// metrics scrapes a Prometheus text endpoint and sums every metric's samples over their
+// labels (histograms and summaries are skipped: only their _sum and _count lines would add).
+func (c *Cluster) metrics(ctx context.Context, url string) (map[string]float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %d", url, resp.StatusCode)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if err != nil {
+		return nil, err
+	}
+	return parseMetrics(body), nil
+}
+
+// parseMetrics sums the samples of each metric of a Prometheus text exposition.
+func parseMetrics(body []byte) map[string]float64 {
+	out := map[string]float64{}
+	for _, line := range strings.Split(string(body), "\n") {
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.IndexAny(line, "{ ")
+		if i < 0 {
+			continue
+		}
+		name, rest := line[:i], line[i:]
+		if rest[0] == '{' {
+			end := strings.LastIndexByte(rest, '}')
+			if end < 0 {
+				continue
+			}
+			rest = rest[end+1:]
+		}
+		fields := strings.Fields(rest) // value, then an optional timestamp
+		if len(fields) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(fields[0], 64)
+		if err != nil {
+			continue
+		}
+		out[name] += v
+	}
+	return out
+}
+
+// Metric scrapes p's /metrics (on the address of its listen flag) and returns name's sum
+// over its labels.
+func (c *Cluster) Metric(ctx context.Context, p *Process, name string) (float64, error) {
+	flag := "--listen"
+	if p.Arg("--admin-listen") != "" {
+		flag = "--admin-listen"
+	}
+	m, err := c.metrics(ctx, "http://"+p.Arg(flag)+"/metrics")
+	if err != nil {
+		return 0, err
+	}
+	return m[name], nil
+}
+
+// snapshot is the state Drain watches.
+type snapshot struct {
+	queueDepth int // embedded broker only
+	inflight   float64
+	deliveries float64
+	received   int
+	notReady   string // the first process not ready, "" if all are
+}
+
+func (c *Cluster) snapshot(ctx context.Context) (snapshot, error) {
+	var s snapshot
+	for _, p := range c.Processes() {
+		if !p.Running() {
+			s.notReady = p.Name() + " (not running)"
+			return s, nil
+		}
+	}
+	if c.cfg.Broker == Embedded {
+		var st struct {
+			QueueDepth int `json:"queue_depth"`
+		}
+		if err := c.getJSON(ctx, "http://"+c.BrokerAdmin+"/stats", &st); err != nil {
+			return s, fmt.Errorf("broker stats: %w", err)
+		}
+		s.queueDepth = st.QueueDepth
+	}
+	for _, p := range c.MQTT2HTTP {
+		if err := p.cfg.Ready(ctx, p); err != nil {
+			s.notReady = p.Name()
+			return s, nil
+		}
+		m, err := c.metrics(ctx, "http://"+p.Arg("--admin-listen")+"/metrics")
+		if err != nil {
+			return s, fmt.Errorf("metrics of %s: %w", p.Name(), err)
+		}
+		s.inflight += m["lps_mqtt_inflight_forwards"]
+		s.deliveries += m["lps_mqtt_deliveries_total"]
+	}
+	var st struct {
+		Received int `json:"received"`
+	}
+	if err := c.getJSON(ctx, "http://"+c.RastSim.Arg("--listen")+"/stats", &st); err != nil {
+		return s, fmt.Errorf("rast-sim stats: %w", err)
+	}
+	s.received = st.Received
+	return s, nil
+}
+
+// DrainResult is what Drain saw.
+type DrainResult struct {
+	// Took is the time from the call until the system went idle for good (the start of the
+	// final quiet window).
+	Took time.Duration
+	// Polls counts the snapshots taken.
+	Polls int
+}
+
+// Drain waits until the backlog is gone, and stays gone for quiet: every process runs and every
+// mqtt2http is connected and idle (lps_mqtt_inflight_forwards 0 — a message held for a retry
+// counts as in flight), the embedded broker's queue depth (queued plus in flight, from its
+// admin /stats) is 0, and nothing moved for quiet: no delivery at any mqtt2http
+// (lps_mqtt_deliveries_total) and no request at rast-sim. Mosquitto tells no queue depth; the
+// quiet window stands in for it, so it must be longer than the longest pause of a retrying
+// consumer. Drain gives up when ctx ends. The load must have finished before.
+func (c *Cluster) Drain(ctx context.Context, quiet time.Duration) (DrainResult, error) {
+	start := time.Now()
+	lastChange := start
+	var last snapshot
+	var res DrainResult
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		s, err := c.snapshot(ctx)
+		res.Polls++
+		now := time.Now()
+		idle := err == nil && s.notReady == "" && s.queueDepth == 0 && s.inflight == 0
+		moved := s.deliveries != last.deliveries || s.received != last.received
+		if !idle || moved || res.Polls == 1 {
+			lastChange = now
+		}
+		if err == nil {
+			last = s
+		}
+		if idle && now.Sub(lastChange) >= quiet {
+			res.Took = lastChange.Sub(start)
+			return res, nil
+		}
+		select {
+		case <-ctx.Done():
+			why := fmt.Sprintf("queue depth %d, inflight %.0f, deliveries %.0f, received %d", s.queueDepth, s.inflight, s.deliveries, s.received)
+			if s.notReady != "" {
+				why = s.notReady + " not ready; " + why
+			}
+			if err != nil {
+				why = err.Error()
+			}
+			return res, fmt.Errorf("the LPS did not drain: %w (%s)", ctx.Err(), why)
+		case <-tick.C:
+		}
+	}
+}
+
+// Counters returns the LPS counters of every running lps process that has any (lps_mqtt_*,
+// lps_broker_*, lps_comp2_*, lps_rastsim_* and the HTTP request count), one line per process:
+// where an alarm that went missing stopped.
+func (c *Cluster) Counters(ctx context.Context) string {
+	var b strings.Builder
+	for _, p := range c.Processes() {
+		if !p.Running() || p.Arg("--log-format") == "" {
+			continue
+		}
+		flag := "--listen"
+		if p.Arg("--admin-listen") != "" {
+			flag = "--admin-listen"
+		}
+		m, err := c.metrics(ctx, "http://"+p.Arg(flag)+"/metrics")
+		if err != nil {
+			fmt.Fprintf(&b, "%s: %v\n", p.Name(), err)
+			continue
+		}
+		var parts []string
+		for _, name := range slices.Sorted(maps.Keys(m)) {
+			if strings.HasSuffix(name, "_bucket") || strings.HasSuffix(name, "_sum") || strings.HasSuffix(name, "_count") {
+				continue
+			}
+			for _, prefix := range []string{"lps_mqtt_", "lps_broker_", "lps_comp2_", "lps_rastsim_", "lps_http_requests_total"} {
+				if strings.HasPrefix(name, prefix) {
+					parts = append(parts, fmt.Sprintf("%s=%g", strings.TrimPrefix(name, "lps_"), m[name]))
+					break
+				}
+			}
+		}
+		fmt.Fprintf(&b, "%s: %s\n", p.Name(), strings.Join(parts, " "))
+	}
+	return b.String()
+}

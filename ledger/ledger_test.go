@@ -1,0 +1,171 @@
+package ledger_test
+
+import (
+	"bytes"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lpsdev/lps/ledger"
+)
+
+func TestCompare(t *testing.T) {
+	l := ledger.New()
+	// a: acked, received once. b: acked, lost. c: acked, received twice. d: sent, never acked,
+	// never received. e: never acked but received. x: received, never sent.
+	for _, id := range []string{"a", "b", "c", "d", "e"} {
+		l.Sent(id)
+		l.Attempt(id)
+	}
+	l.Attempt("d")
+	l.Attempt("e")
+	l.Acked("a", 10*time.Millisecond)
+	l.Acked("b", 20*time.Millisecond)
+	l.Acked("c", 30*time.Millisecond)
+	l.Acked("c", time.Hour) // a second ack of the same id does not count
+
+	r := l.Compare(map[string]int{"a": 1, "c": 3, "e": 1, "x": 2})
+	want := ledger.Report{
+		Sent: 5, Acked: 3, Received: 4, Lost: 1, Duplicated: 2, DuplicateCopies: 3,
+		Unacked: 2, UnackedReceived: 1, Unknown: 1, Attempts: 7, Retried: 2,
+	}
+	got := r
+	got.Latency, got.LostIDs, got.DuplicatedIDs, got.UnackedIDs, got.UnknownIDs = ledger.Latency{}, nil, nil, nil, nil
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("report\n got %+v\nwant %+v", got, want)
+	}
+	for _, tc := range []struct {
+		name      string
+		got, want []string
+	}{
+		{"lost", r.LostIDs, []string{"b"}},
+		{"duplicated", r.DuplicatedIDs, []string{"c", "x"}},
+		{"unacked", r.UnackedIDs, []string{"d"}},
+		{"unknown", r.UnknownIDs, []string{"x"}},
+	} {
+		if !slices.Equal(tc.got, tc.want) {
+			t.Errorf("%s ids %v, want %v", tc.name, tc.got, tc.want)
+		}
+	}
+	if r.Latency.Count != 3 {
+		t.Errorf("latency count %d, want 3", r.Latency.Count)
+	}
+	if r.Latency.Max < 29*time.Millisecond || r.Latency.Max > 31*time.Millisecond {
+		t.Errorf("latency max %s, want about 30ms (the repeated ack must not count)", r.Latency.Max)
+	}
+}
+
+func TestLatencyPercentiles(t *testing.T) {
+	l := ledger.New()
+	for i := 1; i <= 1000; i++ {
+		id := fmt.Sprint(i)
+		l.Sent(id)
+		l.Acked(id, time.Duration(i)*time.Millisecond)
+	}
+	lat := l.Latency()
+	near := func(name string, got, want time.Duration) {
+		t.Helper()
+		if d := got - want; d < -want/100 || d > want/100 {
+			t.Errorf("%s = %s, want %s ±1%%", name, got, want)
+		}
+	}
+	near("p50", lat.P50, 500*time.Millisecond)
+	near("p90", lat.P90, 900*time.Millisecond)
+	near("p99", lat.P99, 990*time.Millisecond)
+	near("max", lat.Max, 1000*time.Millisecond)
+	near("min", lat.Min, time.Millisecond)
+	near("mean", lat.Mean, 500500*time.Microsecond)
+	if lat.Count != 1000 {
+		t.Errorf("count %d", lat.Count)
+	}
+
+	l.Sent("slow")
+	l.Acked("slow", 2*time.Hour)
+	if got := l.Latency(); got.Clamped != 1 || got.Max < 59*time.Minute {
+		t.Errorf("a latency over the range: clamped %d max %s", got.Clamped, got.Max)
+	}
+}
+
+func TestConcurrentUse(t *testing.T) {
+	l := ledger.New()
+	const workers, per = 8, 500
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range per {
+				id := fmt.Sprintf("w%d-%d", w, i)
+				l.Sent(id)
+				l.Attempt(id)
+				l.Acked(id, time.Millisecond)
+				if i%50 == 0 {
+					l.Compare(nil)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	sent, acked := l.Counts()
+	if sent != workers*per || acked != workers*per {
+		t.Errorf("sent %d acked %d, want %d each", sent, acked, workers*per)
+	}
+	if n := len(l.Entries()); n != workers*per {
+		t.Errorf("%d entries", n)
+	}
+}
+
+func TestExport(t *testing.T) {
+	l := ledger.New()
+	l.Sent("a")
+	l.Attempt("a")
+	l.Acked("a", 1500*time.Microsecond)
+	l.Sent("b")
+	r := l.Compare(map[string]int{"a": 2})
+	r.Name = "scenario-1"
+
+	var buf bytes.Buffer
+	if err := ledger.WriteJSON(&buf, r); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(buf.String(), `"p50_ms": 1.5`) {
+		t.Errorf("JSON does not give latencies in ms:\n%s", buf.String())
+	}
+	var back []ledger.Report
+	if err := json.Unmarshal(buf.Bytes(), &back); err != nil {
+		t.Fatal(err)
+	}
+	if len(back) != 1 || back[0].Name != "scenario-1" || back[0].Duplicated != 1 || back[0].Unacked != 1 ||
+		back[0].Latency.P50 != r.Latency.P50 {
+		t.Errorf("JSON round trip: %+v, want %+v", back, r)
+	}
+
+	buf.Reset()
+	if err := ledger.WriteCSV(&buf, r, r); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := csv.NewReader(&buf).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 3 || !slices.Equal(rows[0], ledger.CSVHeader) || rows[1][0] != "scenario-1" || rows[1][5] != "1" {
+		t.Errorf("CSV rows %v", rows)
+	}
+
+	buf.Reset()
+	if err := l.WriteEntriesCSV(&buf); err != nil {
+		t.Fatal(err)
+	}
+	rows, err = csv.NewReader(&buf).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 3 || rows[1][0] != "a" || rows[1][3] != "true" || rows[1][5] != "1.500" || rows[2][3] != "false" {
+		t.Errorf("entry rows %v", rows)
+	}
+}
