@@ -1,6 +1,7 @@
 package comp2_test
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -221,5 +222,51 @@ func TestDedupForgetsFailures(t *testing.T) {
 	b.mu.Unlock()
 	if got := post(); got != 200 || b.count() != 2 {
 		t.Errorf("retry after a failure: status %d, backend saw %d, want 200 and 2", got, b.count())
+	}
+}
+
+func TestForwardOutlivesCallerSoRedeliveryIsSuppressed(t *testing.T) {
+	arrived := make(chan struct{}, 1)
+	release := make(chan struct{})
+	var mu sync.Mutex
+	forwarded := 0
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		forwarded++
+		mu.Unlock()
+		arrived <- struct{}{}
+		<-release
+		io.WriteString(w, "Success")
+	}))
+	t.Cleanup(up.Close)
+	url := start(t, up.URL, 0)
+	post := func(ctx context.Context) (int, error) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url+roles.AlarmPath, strings.NewReader(`{"id":"1","body":"b"}`))
+		req.Header.Set("Request-Id", "crash-id")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	gone := make(chan error, 1)
+	go func() { _, err := post(ctx); gone <- err }()
+	<-arrived
+	cancel() // the caller (a bridge) dies while the backend holds the alarm
+	if err := <-gone; err == nil {
+		t.Fatal("the cancelled request should fail at the caller")
+	}
+	redelivered := make(chan int, 1)
+	go func() { code, _ := post(context.Background()); redelivered <- code }()
+	close(release)
+	if code := <-redelivered; code != 200 {
+		t.Errorf("redelivery answered %d, want 200", code)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if forwarded != 1 {
+		t.Errorf("backend got the alarm %d times, want 1", forwarded)
 	}
 }
