@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 )
@@ -124,15 +123,10 @@ func Apply(ctx context.Context, ifname string, p Profile, logger *zap.Logger) (u
 func handleHere() (*netlink.Handle, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	var h *netlink.Handle
-	ns, err := netns.Get()
-	if err == nil {
-		h, err = netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
-		ns.Close()
-	} else {
-		// No /proc: the sockets still land in the current namespace.
-		h, err = netlink.NewHandle(unix.NETLINK_ROUTE)
-	}
+	// A netlink socket belongs to the network namespace of the thread that opens it.
+	// NewHandleAt would setns(2) even into the current namespace, which needs CAP_SYS_ADMIN: in
+	// a container with only NET_ADMIN, Apply could not shape at all.
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("opening netlink socket: %w", err)
 	}
