@@ -36,6 +36,11 @@ func (a *app) serve(cmd *cobra.Command, srv *roles.Server, build func() (runner,
 		return err
 	}
 	defer closeLog()
+	undoWAN, err := a.applyWAN(logger)
+	if err != nil {
+		return err
+	}
+	defer undoWAN()
 	srv.Logger = logger.Named(cmd.Name())
 	srv.Registry = registry()
 	tcptune.Report(logger.Named("tcptune"), "", srv.Backlog)

@@ -78,8 +78,9 @@ type logFlags struct {
 
 // app holds what every command shares during one execution.
 type app struct {
-	opts Options
-	log  logFlags
+	opts       Options
+	log        logFlags
+	wanProfile string
 }
 
 // NewRoot builds the lps command tree.
@@ -109,6 +110,7 @@ LPS_<FLAG> and, where the original Python services had one, its original name.`,
 	pf.StringVar(&a.log.format, "log-format", logging.FormatAuto, "log format: auto (console on a terminal, else json), console or json")
 	pf.StringVar(&a.log.level, "log-level", "info", "log level: debug, info, warn or error")
 	pf.StringVar(&a.log.dir, "log-file", "", "also write logs to DIR/<service-name>.log, rotated by size")
+	addWANFlag(pf, a)
 	root.AddCommand(
 		a.newRastSimCmd(),
 		a.newComp2Cmd(),
