@@ -1,0 +1,723 @@
+package compose
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+const (
+	// alarms is how many alarms each test sends, at sendRate a second, so that the LPS test's
+	// outage falls in the middle of the sending.
+	alarms   = 1000
+	sendRate = 25
+	// The LPS test stops faultServices once faultAfter alarms were answered, for outage.
+	faultAfter = 250
+	outage     = 15 * time.Second
+
+	// Deadlines of the steps; each bounds a loop.
+	buildTimeout   = 10 * time.Minute // a cold go build cache on a busy machine
+	upTimeout      = 5 * time.Minute
+	healthyTimeout = 3 * time.Minute
+	sendTimeout    = 5 * time.Minute
+	deliverTimeout = 3 * time.Minute
+	downTimeout    = 4 * time.Minute
+	pollEvery      = 500 * time.Millisecond
+)
+
+var (
+	baselineServices = []string{
+		"ars-comp-1-1", "ars-comp-1-2", "ars-comp-1-3",
+		"ars-comp-2-1", "ars-comp-2-2", "ars-comp-2-3",
+		"ars-comp-3",
+	}
+	lpsServices = append(slices.Clone(baselineServices),
+		"proxy1-1", "proxy1-2", "proxy1-3",
+		"broker",
+		"proxy2-1", "proxy2-2", "proxy2-3",
+	)
+	// faultServices are stopped together in the LPS test: a comp2 and an mqtt2http that does
+	// not forward to it, so that proxy2-1 has to retry while proxy2-2's share moves elsewhere.
+	faultServices = []string{"ars-comp-2-1", "proxy2-2"}
+)
+
+// The baseline: 1,000 alarms through comp1 -> comp2 -> rast-sim, each arriving exactly once.
+func TestBaselineTopology(t *testing.T) {
+	e := newEngine(t)
+	top := e.up(t, e.buildImage(t), baselineServices, nil, "baseline.yml")
+	ids := top.sendAlarms(t, alarms, nil)
+	top.verify(t, ids, false)
+}
+
+// The LPS: 1,000 alarms, with ars-comp-2-1 and proxy2-2 stopped for 15 s in the middle; every
+// alarm answered 2xx arrives at rast-sim exactly once and the broker's queue drains.
+func TestLPSTopology(t *testing.T) {
+	e := newEngine(t)
+	top := e.up(t, e.buildImage(t), lpsServices, nil, "lps.yml")
+
+	// The outage runs beside the sending, started by the faultAfter-th answer. A test that
+	// stops early cancels it, and waits for it before the topology goes down.
+	trigger := make(chan struct{})
+	var once sync.Once
+	faultCtx, stopFault := context.WithCancel(context.Background())
+	faultDone := make(chan error, 1)
+	go func() {
+		select {
+		case <-trigger:
+			faultDone <- top.outage(faultCtx, t, outage, faultServices...)
+		case <-faultCtx.Done():
+			faultDone <- errors.New("the sending ended before the outage started")
+		}
+	}()
+	waitFault := sync.OnceValue(func() error { return <-faultDone })
+	t.Cleanup(func() { stopFault(); waitFault() })
+
+	ids := top.sendAlarms(t, alarms, func(answered int) {
+		if answered >= faultAfter {
+			once.Do(func() { close(trigger) })
+		}
+	})
+	if err := waitFault(); err != nil { // bounded: the outage's steps have deadlines
+		t.Fatalf("outage: %v", err)
+	}
+	top.verify(t, ids, true)
+
+	// Evidence that the outage hit the path: proxy2-1 could not reach ars-comp-2-1 and held
+	// alarms for a retry. Only logged; its wording belongs to mqtt2http.
+	if data, err := os.ReadFile(filepath.Join(top.logs, "proxy2-1.log")); err == nil {
+		t.Logf("proxy2-1 logged %d failed forwards", bytes.Count(data, []byte("forward failed")))
+	}
+}
+
+// The WAN overlay: the baseline's proxies shape their own interface (LPS_WAN_PROFILE, NET_ADMIN,
+// user 0) and still deliver; rast-sim is not shaped. Without NET_ADMIN a role does not start and
+// says in one line what to add.
+func TestWANOverlay(t *testing.T) {
+	e := newEngine(t)
+	image := e.buildImage(t)
+	ctx, cancel := context.WithTimeout(context.Background(), upTimeout+healthyTimeout+sendTimeout)
+	defer cancel()
+	out, err := run(ctx, nil, "", "docker", "run", "--rm", image, "--help")
+	if err != nil {
+		t.Fatalf("docker run %s --help: %v\n%s", image, err, out)
+	}
+	if !strings.Contains(out, "--wan-profile") {
+		t.Skip("skipping: this lps has no --wan-profile")
+	}
+
+	t.Run("not permitted", func(t *testing.T) {
+		for _, tt := range []struct {
+			name string
+			args []string
+			want []string
+		}{
+			{"as uid 65532 with NET_ADMIN", []string{"--cap-add", "NET_ADMIN"}, []string{"cap_add: [NET_ADMIN]", `user "0"`}},
+			{"as root without NET_ADMIN", []string{"--user", "0"}, []string{"cap_add: [NET_ADMIN]"}},
+		} {
+			t.Run(tt.name, func(t *testing.T) {
+				name := "lpstest" + randomName()
+				t.Cleanup(func() { // --rm removes it; this is for a run cut short
+					ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+					defer cancel()
+					_, _ = run(ctx, nil, "", "docker", "rm", "-f", name)
+				})
+				args := append([]string{"run", "--rm", "--name", name, "-e", "LPS_WAN_PROFILE=corporate-wan"}, tt.args...)
+				out, err := run(ctx, nil, "", "docker", append(args, image, "comp2", "--upstream", "http://127.0.0.1:9")...)
+				var ee *exec.ExitError
+				if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+					t.Fatalf("want exit code 2, got %v:\n%s", err, out)
+				}
+				last := lastLine(out)
+				if !strings.HasPrefix(last, "lps: --wan-profile") {
+					t.Errorf("last line %q is not lps's one-line error about --wan-profile; output:\n%s", last, out)
+				}
+				for _, w := range tt.want {
+					if !strings.Contains(last, w) {
+						t.Errorf("error %q does not say %q", last, w)
+					}
+				}
+			})
+		}
+	})
+
+	t.Run("shaped baseline", func(t *testing.T) {
+		shaped := baselineServices[:6] // not ars-comp-3
+		top := e.up(t, image, baselineServices, []string{"LPS_WAN_PROFILE=corporate-wan"}, "baseline.yml", "baseline.wan.yml")
+		for _, svc := range baselineServices {
+			out, err := top.composeRun(ctx, "logs", "--no-color", svc)
+			if err != nil {
+				t.Fatalf("logs of %s: %v", svc, err)
+			}
+			applied := strings.Contains(out, "wan profile applied")
+			if applied != slices.Contains(shaped, svc) {
+				t.Errorf("%s: wan profile applied: %v, want %v; its log:\n%s", svc, applied, !applied, out)
+			}
+			if svc == shaped[0] && strings.Contains(out, "no netem") {
+				t.Logf("this kernel has no netem: the services shape the rates only")
+			}
+		}
+		ids := top.sendAlarms(t, 100, nil)
+		top.verify(t, ids, false)
+	})
+}
+
+// engine is the Docker engine and the compose command the test drives.
+type engine struct {
+	compose []string // "docker compose" or "docker-compose"
+}
+
+// newEngine skips the test without a Docker engine and compose, or fails it when
+// LPS_REQUIRE_DOCKER=1.
+func newEngine(t *testing.T) *engine {
+	t.Helper()
+	unavailable := func(format string, args ...any) {
+		t.Helper()
+		if os.Getenv("LPS_REQUIRE_DOCKER") == "1" {
+			t.Fatalf("LPS_REQUIRE_DOCKER=1, but "+format, args...)
+		}
+		t.Skipf("skipping: "+format+" (LPS_REQUIRE_DOCKER=1 makes this a failure)", args...)
+	}
+	if _, err := exec.LookPath("docker"); err != nil {
+		unavailable("no docker command: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if out, err := run(ctx, nil, "", "docker", "info", "--format", "{{.ServerVersion}}"); err != nil {
+		unavailable("no Docker engine: %v: %s", err, firstLine(out))
+	}
+	candidates := [][]string{{"docker", "compose"}, {"docker-compose"}}
+	if c := strings.Fields(os.Getenv("LPS_COMPOSE")); len(c) > 0 {
+		candidates = [][]string{c}
+	}
+	for _, c := range candidates {
+		out, err := run(ctx, nil, "", c[0], append(c[1:], "version")...)
+		if err == nil {
+			t.Logf("compose: %s: %s", strings.Join(c, " "), firstLine(out))
+			return &engine{compose: c}
+		}
+	}
+	unavailable("no compose command (tried %v)", candidates)
+	return nil
+}
+
+// buildImage builds the static binary and the image from ../Dockerfile under a tag of its own,
+// removed when the test ends.
+func (e *engine) buildImage(t *testing.T) string {
+	t.Helper()
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
+	defer cancel()
+	start := time.Now()
+	goCmd, err := exec.LookPath("go")
+	if err != nil {
+		goCmd = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
+	}
+	// As make image builds it, except that a copy of the sources without .git still builds
+	// (-buildvcs=auto, go's default).
+	if out, err := run(ctx, []string{"CGO_ENABLED=0"}, root, goCmd, "build", "-trimpath",
+		"-ldflags", "-s -w -X main.version=compose-test", "-o", filepath.Join(dir, "lps"), "."); err != nil {
+		t.Fatalf("building lps: %v\n%s", err, out)
+	}
+	// The build context make image sends: what .dockerignore lets through.
+	for _, f := range []string{"Dockerfile", ".dockerignore", "compose/broker-volume.txt"} {
+		data, err := os.ReadFile(filepath.Join(root, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, f)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tag := "lps-compose-test:" + randomName()
+	if out, err := run(ctx, nil, "", "docker", "build", "-q", "-t", tag, dir); err != nil {
+		t.Fatalf("building the image: %v\n%s", err, out)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if out, err := run(ctx, nil, "", "docker", "image", "rm", tag); err != nil {
+			t.Errorf("removing image %s: %v\n%s", tag, err, out)
+		}
+	})
+	size, _ := run(ctx, nil, "", "docker", "image", "inspect", "--format", "{{.Size}}", tag)
+	t.Logf("image %s built in %v, %s bytes", tag, time.Since(start).Round(time.Millisecond), strings.TrimSpace(size))
+	return tag
+}
+
+// topology is one compose project brought up by the test.
+type topology struct {
+	e        *engine
+	files    []string
+	project  string
+	env      []string
+	services []string
+	comp1    []string // base URLs of ars-comp-1-1..3 on the host
+	sim      string   // base URL of rast-sim
+	broker   string   // base URL of the broker's admin listener
+	logs     string   // the bind-mounted logs folder
+	http     *http.Client
+}
+
+// up brings the compose files up as a project of its own, with image, free host ports on
+// 127.0.0.1, a logs folder of its own and the extra environment env, and waits until every one
+// of services is healthy. Everything it creates is removed when the test ends, whether it
+// passed or not.
+func (e *engine) up(t *testing.T, image string, services, env []string, files ...string) *topology {
+	t.Helper()
+	ports := freePorts(t, 6)
+	logs := t.TempDir()
+	// The containers run as uid 65532 and write their logs here.
+	if err := os.Chmod(logs, 0o777|os.ModeSticky); err != nil {
+		t.Fatal(err)
+	}
+	top := &topology{
+		e: e, files: files, project: "lpstest" + randomName(), services: services, logs: logs,
+		env: append(slices.Clone(env),
+			"LPS_IMAGE="+image,
+			"LPS_LOGS="+logs,
+			"LPS_PORT_COMP1_1="+strconv.Itoa(ports[0]),
+			"LPS_PORT_COMP1_2="+strconv.Itoa(ports[1]),
+			"LPS_PORT_COMP1_3="+strconv.Itoa(ports[2]),
+			"LPS_PORT_RAST_SIM="+strconv.Itoa(ports[3]),
+			"LPS_PORT_BROKER="+strconv.Itoa(ports[4]),
+			"LPS_PORT_BROKER_ADMIN="+strconv.Itoa(ports[5]),
+		),
+		sim:    fmt.Sprintf("http://127.0.0.1:%d", ports[3]),
+		broker: fmt.Sprintf("http://127.0.0.1:%d", ports[5]),
+		http:   &http.Client{Timeout: 10 * time.Second},
+	}
+	for _, p := range ports[:3] {
+		top.comp1 = append(top.comp1, fmt.Sprintf("http://127.0.0.1:%d", p))
+	}
+	t.Cleanup(top.down(t))
+
+	ctx, cancel := context.WithTimeout(context.Background(), upTimeout)
+	defer cancel()
+	start := time.Now()
+	if out, err := top.composeRun(ctx, "up", "-d"); err != nil {
+		t.Fatalf("%v up: %v\n%s", files, err, out)
+	}
+	top.waitHealthy(t)
+	t.Logf("%v (project %s): %d services healthy %v after up", files, top.project, len(services), time.Since(start).Round(time.Millisecond))
+	return top
+}
+
+// composeRun runs the compose command on the project.
+func (top *topology) composeRun(ctx context.Context, args ...string) (string, error) {
+	c := top.e.compose
+	full := append(slices.Clone(c[1:]), "-p", top.project)
+	for _, f := range top.files {
+		full = append(full, "-f", f)
+	}
+	return run(ctx, top.env, "", c[0], append(full, args...)...)
+}
+
+// down removes the project's containers, networks and volumes, showing the state and recent
+// logs first when the test failed, and checks by label that nothing is left.
+func (top *topology) down(t *testing.T) func() {
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), downTimeout)
+		defer cancel()
+		if t.Failed() {
+			out, _ := top.composeRun(ctx, "ps")
+			t.Logf("%s ps:\n%s", top.project, out)
+			out, _ = top.composeRun(ctx, "logs", "--no-color", "--tail", "30")
+			t.Logf("%s logs:\n%s", top.project, out)
+		}
+		start := time.Now()
+		if out, err := top.composeRun(ctx, "down", "-v", "--remove-orphans", "-t", "10"); err != nil {
+			t.Errorf("%s down: %v\n%s", top.project, err, out)
+		}
+		t.Logf("%s down -v: %v", top.project, time.Since(start).Round(time.Millisecond))
+		label := "label=com.docker.compose.project=" + top.project
+		for _, k := range []struct{ list, remove []string }{
+			{[]string{"ps", "-aq", "--filter", label}, []string{"rm", "-f", "-v"}},
+			{[]string{"network", "ls", "-q", "--filter", label}, []string{"network", "rm"}},
+			{[]string{"volume", "ls", "-q", "--filter", label}, []string{"volume", "rm", "-f"}},
+		} {
+			out, err := run(ctx, nil, "", "docker", k.list...)
+			if err != nil {
+				t.Errorf("docker %v: %v", k.list, err)
+				continue
+			}
+			if left := strings.Fields(out); len(left) > 0 {
+				t.Errorf("%s down left %v behind; removing them", top.project, left)
+				if out, err := run(ctx, nil, "", "docker", append(k.remove, left...)...); err != nil {
+					t.Errorf("docker %v: %v\n%s", k.remove, err, out)
+				}
+			}
+		}
+	}
+}
+
+// waitHealthy polls until every service runs and its healthcheck passed. A container that
+// exited or restarts fails the test at once.
+func (top *topology) waitHealthy(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), healthyTimeout)
+	defer cancel()
+	var last map[string]string
+	err := poll(ctx, func() (bool, error) {
+		states, err := top.states(ctx)
+		if err != nil {
+			return false, err
+		}
+		last = states
+		healthy := 0
+		for svc, st := range states {
+			if strings.HasPrefix(st, "Exited") || strings.HasPrefix(st, "Restarting") || strings.HasPrefix(st, "Dead") {
+				return false, fmt.Errorf("%s is %q", svc, st)
+			}
+			if strings.Contains(st, "(healthy)") {
+				healthy++
+			}
+		}
+		return healthy == len(top.services) && len(states) == len(top.services), nil
+	})
+	if err != nil {
+		t.Fatalf("%v: waiting for %d healthy services: %v; states %v", top.files, len(top.services), err, last)
+	}
+}
+
+// states maps each of the project's services to its container's status, "Up 5 seconds
+// (healthy)", as docker ps shows it.
+func (top *topology) states(ctx context.Context) (map[string]string, error) {
+	out, err := run(ctx, nil, "", "docker", "ps", "-a", "--filter", "label=com.docker.compose.project="+top.project,
+		"--format", `{{.Label "com.docker.compose.service"}}|{{.Status}}`)
+	if err != nil {
+		return nil, err
+	}
+	states := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if svc, st, ok := strings.Cut(line, "|"); ok {
+			states[svc] = st
+		}
+	}
+	return states, nil
+}
+
+// outage stops services, keeps them down for d (a timer: the outage is the experiment), then
+// starts them again.
+func (top *topology) outage(ctx context.Context, t *testing.T, d time.Duration, services ...string) error {
+	ctx, cancel := context.WithTimeout(ctx, d+3*time.Minute)
+	defer cancel()
+	start := time.Now()
+	if out, err := top.composeRun(ctx, append([]string{"stop", "-t", "10"}, services...)...); err != nil {
+		return fmt.Errorf("stopping %v: %v\n%s", services, err, out)
+	}
+	t.Logf("stopped %v (took %v); starting them again in %v", services, time.Since(start).Round(time.Millisecond), d)
+	select {
+	case <-time.After(d):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if out, err := top.composeRun(ctx, append([]string{"start"}, services...)...); err != nil {
+		return fmt.Errorf("starting %v: %v\n%s", services, err, out)
+	}
+	t.Logf("started %v again, %v after the stop began", services, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// sendAlarms sends n alarms at sendRate, spread over the three comp1, each with a Request-Id
+// of its own, and retries each on the next comp1 until it is answered 2xx, as the devices of
+// the original's workload did. answered, if not nil, is called with the count of alarms answered
+// so far. It returns the request ids.
+func (top *topology) sendAlarms(t *testing.T, n int, answered func(int)) []string {
+	t.Helper()
+	const workers = 16
+	ctx, cancel := context.WithTimeout(context.Background(), sendTimeout)
+	defer cancel()
+	client := &http.Client{
+		Timeout:   15 * time.Second,
+		Transport: &http.Transport{MaxIdleConnsPerHost: workers, IdleConnTimeout: 30 * time.Second},
+	}
+	defer client.CloseIdleConnections()
+
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("%s-alarm-%04d", top.project, i)
+	}
+	var (
+		done, retries atomic.Int64
+		wg            sync.WaitGroup
+		errMu         sync.Mutex
+		firstErr      error
+	)
+	jobs := make(chan int)
+	start := time.Now()
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range jobs {
+				if err := top.sendAlarm(ctx, client, i, ids[i], &retries); err != nil {
+					errMu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					errMu.Unlock()
+					cancel()
+					return
+				}
+				if n := done.Add(1); answered != nil {
+					answered(int(n))
+				}
+			}
+		}()
+	}
+	tick := time.NewTicker(time.Second / sendRate)
+	defer tick.Stop()
+feed:
+	for i := range ids {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			break feed
+		}
+		select {
+		case jobs <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	if firstErr != nil {
+		t.Fatalf("sending alarms: %v (%d answered)", firstErr, done.Load())
+	}
+	if got := done.Load(); got != int64(n) {
+		t.Fatalf("sending alarms: only %d of %d answered within %v", got, n, sendTimeout)
+	}
+	t.Logf("%d alarms answered 2xx in %v (%d retries)", n, time.Since(start).Round(time.Millisecond), retries.Load())
+	return ids
+}
+
+// sendAlarm posts alarm i until a comp1 answers 2xx, starting at comp1 i%3 and moving to the
+// next after each failure.
+func (top *topology) sendAlarm(ctx context.Context, client *http.Client, i int, id string, retries *atomic.Int64) error {
+	const maxAttempts = 100
+	body, _ := json.Marshal(map[string]string{
+		"phone":       []string{"015112345678", "015187654321", "015100000000"}[i%3],
+		"branch":      strconv.Itoa(2001 + i%10),
+		"headnumber":  "8023",
+		"triggertime": time.Now().UTC().Format(time.RFC3339),
+	})
+	var last string
+	for attempt := range maxAttempts {
+		url := top.comp1[(i+attempt)%len(top.comp1)] + "/api/v1/simple"
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Request-Id", id)
+		resp, err := client.Do(req)
+		if err == nil {
+			msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+			resp.Body.Close()
+			if resp.StatusCode/100 == 2 {
+				return nil
+			}
+			last = fmt.Sprintf("%s: %s %s", url, resp.Status, bytes.TrimSpace(msg))
+		} else {
+			last = err.Error()
+		}
+		retries.Add(1)
+		select {
+		case <-time.After(250 * time.Millisecond):
+		case <-ctx.Done():
+			return fmt.Errorf("alarm %s: %w (last answer: %s)", id, ctx.Err(), last)
+		}
+	}
+	return fmt.Errorf("alarm %s: no 2xx after %d attempts; last: %s", id, maxAttempts, last)
+}
+
+// verify waits until every id arrived at rast-sim (and, with a broker, its queue is empty),
+// then checks that each arrived exactly once and nothing else did, and that every service
+// wrote its log file.
+func (top *topology) verify(t *testing.T, ids []string, broker bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), deliverTimeout)
+	defer cancel()
+	start := time.Now()
+	var (
+		counts map[string]int
+		depth  = -1
+	)
+	arrived := func() int {
+		n := 0
+		for _, id := range ids {
+			if counts[id] > 0 {
+				n++
+			}
+		}
+		return n
+	}
+	err := poll(ctx, func() (bool, error) {
+		var body struct {
+			Requests map[string]int `json:"requests"`
+		}
+		if err := top.getJSON(ctx, top.sim+"/stats/requests", &body); err != nil {
+			return false, nil // rast-sim is never stopped; a failed poll is retried until the deadline
+		}
+		counts = body.Requests
+		if broker {
+			var st struct {
+				QueueDepth int `json:"queue_depth"`
+			}
+			if err := top.getJSON(ctx, top.broker+"/stats", &st); err != nil {
+				return false, nil
+			}
+			depth = st.QueueDepth
+		}
+		return arrived() == len(ids) && (!broker || depth == 0), nil
+	})
+	if err != nil {
+		t.Fatalf("waiting for delivery: %v: %d of %d alarms at rast-sim, broker queue depth %d", err, arrived(), len(ids), depth)
+	}
+	what := "at rast-sim"
+	if broker {
+		what += ", the broker drained,"
+	}
+	t.Logf("all %d alarms %s %v after the sending (and any outage) had ended", len(ids), what, time.Since(start).Round(time.Millisecond))
+
+	want := map[string]bool{}
+	for _, id := range ids {
+		want[id] = true
+	}
+	var dup, unknown []string
+	for id, n := range counts {
+		switch {
+		case !want[id]:
+			unknown = append(unknown, id)
+		case n != 1:
+			dup = append(dup, fmt.Sprintf("%s×%d", id, n))
+		}
+	}
+	sort.Strings(dup)
+	sort.Strings(unknown)
+	if len(dup) > 0 {
+		t.Errorf("%d alarms arrived more than once: %v", len(dup), head(dup, 10))
+	}
+	if len(unknown) > 0 {
+		t.Errorf("%d request ids arrived that were not sent: %v", len(unknown), head(unknown, 10))
+	}
+	for _, svc := range top.services {
+		fi, err := os.Stat(filepath.Join(top.logs, svc+".log"))
+		if err != nil || fi.Size() == 0 {
+			t.Errorf("log file of %s: %v (size %d)", svc, err, sizeOf(fi))
+		}
+	}
+}
+
+func (top *topology) getJSON(ctx context.Context, url string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := top.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// poll calls cond every pollEvery until it reports done, fails, or ctx ends.
+func poll(ctx context.Context, cond func() (bool, error)) error {
+	t := time.NewTicker(pollEvery)
+	defer t.Stop()
+	for {
+		done, err := cond()
+		if err != nil || done {
+			return err
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// run runs a command with extra environment variables and returns its combined output.
+func run(ctx context.Context, env []string, dir, name string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	cmd.WaitDelay = 10 * time.Second // a child that keeps the output open must not hang the test
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s %s: %w", name, strings.Join(args, " "), err)
+	}
+	return string(out), nil
+}
+
+// freePorts returns n ports free on 127.0.0.1 right now.
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	var ports []int
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	return ports
+}
+
+// randomName is 8 lowercase hex digits: project names of docker-compose v1 allow only [a-z0-9].
+func randomName() string {
+	b := make([]byte, 4)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.TrimSpace(lines[len(lines)-1])
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(strings.TrimSpace(s), "\n")
+	return line
+}
+
+func head(s []string, n int) []string { return s[:min(n, len(s))] }
+
+func sizeOf(fi os.FileInfo) int64 {
+	if fi == nil {
+		return 0
+	}
+	return fi.Size()
+}
