@@ -9,32 +9,26 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/lpsdev/lps/internal/testutil"
 )
 
 // lpsBin is the binary built once for the package's tests.
 var lpsBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "lps-e2e-")
+	bin, cleanup, err := testutil.BuildLPS()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	lpsBin = filepath.Join(dir, "lps")
-	build := exec.Command("go", "build", "-o", lpsBin, "..")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building lps: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
+	lpsBin = bin
 	code := m.Run()
-	os.RemoveAll(dir)
+	cleanup()
 	os.Exit(code)
 }
 

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -36,21 +35,14 @@ func TestMain(m *testing.M) {
 		lpsBin = bin
 		os.Exit(m.Run())
 	}
-	dir, err := os.MkdirTemp("", "lps-faults-")
+	bin, cleanup, err := testutil.BuildLPS()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	lpsBin = filepath.Join(dir, "lps")
-	build := exec.Command("go", "build", "-o", lpsBin, "github.com/lpsdev/lps")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building lps: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
+	lpsBin = bin
 	code := m.Run()
-	os.RemoveAll(dir)
+	cleanup()
 	os.Exit(code)
 }
 

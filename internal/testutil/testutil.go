@@ -5,7 +5,11 @@ package testutil
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -110,4 +114,21 @@ func Metric(t testing.TB, g prometheus.Gatherer, name string, labels map[string]
 		}
 	}
 	return v
+}
+
+// BuildLPS builds the lps binary (static, as shipped) into a fresh temporary directory, for
+// the tests that run it as a process. cleanup removes the directory.
+func BuildLPS() (bin string, cleanup func(), err error) {
+	dir, err := os.MkdirTemp("", "lps-bin-")
+	if err != nil {
+		return "", nil, err
+	}
+	bin = filepath.Join(dir, "lps")
+	build := exec.Command("go", "build", "-o", bin, "github.com/lpsdev/lps")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		os.RemoveAll(dir)
+		return "", nil, fmt.Errorf("building lps: %v\n%s", err, out)
+	}
+	return bin, func() { os.RemoveAll(dir) }, nil
 }
