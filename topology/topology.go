@@ -344,7 +344,9 @@ func (t *Topology) Run(ctx context.Context) error {
 
 // launch runs r as s's current role. Called with t.mu held.
 func (t *Topology) launch(s *Service, r role) {
-	ctx, cancel := context.WithCancel(t.ctx)
+	// Not cancelled with Run's context: Run stops the services one by one, front to back, so
+	// that the broker outlives the bridges that drain into it and the backend outlives comp2.
+	ctx, cancel := context.WithCancel(context.WithoutCancel(t.ctx))
 	done := make(chan error, 1)
 	s.mu.Lock()
 	s.current, s.cancel, s.done = r, cancel, done
