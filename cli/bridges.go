@@ -38,7 +38,15 @@ func (a *app) mqttHostPortEnv(cmd *cobra.Command) error {
 		func(h, p string) string { return (&url.URL{Scheme: "mqtt", Host: net.JoinHostPort(h, p)}).String() })
 }
 
-func (f brokerFlags) validate() error {
+// validate applies MQTT_HOST/MQTT_PORT to --broker, then checks the broker flags and qos, the
+// QoS both bridges take (QoS 0 is never confirmed, so neither bridge offers it).
+func (f brokerFlags) validate(a *app, cmd *cobra.Command, qos int) error {
+	if err := a.mqttHostPortEnv(cmd); err != nil {
+		return err
+	}
+	if qos != 1 && qos != 2 {
+		return fmt.Errorf("invalid --qos %d: must be 1 or 2 (QoS 0 is never confirmed)", qos)
+	}
 	if _, err := mqttconn.ParseBroker(*f.url); err != nil {
 		return fmt.Errorf("invalid --broker: %v", err)
 	}
@@ -73,14 +81,8 @@ completed the QoS 2 handshake (PUBCOMP), 503 when the broker is not connected.`,
 		if err := a.validate(cmd, sf, nil); err != nil {
 			return err
 		}
-		if err := a.mqttHostPortEnv(cmd); err != nil {
+		if err := bf.validate(a, cmd, cfg.QoS); err != nil {
 			return &ConfigError{err}
-		}
-		if err := bf.validate(); err != nil {
-			return &ConfigError{err}
-		}
-		if cfg.QoS != 1 && cfg.QoS != 2 {
-			return &ConfigError{fmt.Errorf("invalid --qos %d: must be 1 or 2 (QoS 0 is never confirmed)", cfg.QoS)}
 		}
 		return a.serve(cmd, &cfg.Server, func() (runner, error) { return http2mqtt.New(cfg) })
 	}
@@ -120,14 +122,8 @@ dead-letter topic with the reason. Its admin listener serves /healthz, /readyz a
 		if err := a.validate(cmd, sf, uf); err != nil {
 			return err
 		}
-		if err := a.mqttHostPortEnv(cmd); err != nil {
+		if err := bf.validate(a, cmd, cfg.QoS); err != nil {
 			return &ConfigError{err}
-		}
-		if err := bf.validate(); err != nil {
-			return &ConfigError{err}
-		}
-		if cfg.QoS != 1 && cfg.QoS != 2 {
-			return &ConfigError{fmt.Errorf("invalid --qos %d: must be 1 or 2", cfg.QoS)}
 		}
 		if cfg.MaxInflight < 1 || cfg.MaxInflight > 65535 {
 			return &ConfigError{fmt.Errorf("invalid --max-inflight %d: must be 1..65535", cfg.MaxInflight)}
