@@ -31,6 +31,8 @@ const (
 	// DefaultMaxHeaderBytes limits request headers. net/http adds 4 KiB of slack, so headers up to
 	// about 8 KiB pass and larger ones get 431, like common reverse proxies' defaults.
 	DefaultMaxHeaderBytes = 4 << 10
+	// headerSlack is net/http's slack over MaxHeaderBytes (bufio's default buffer size).
+	headerSlack = 4 << 10
 )
 
 // Server serves one role's HTTP API on a listener, accepting HTTP/1.1 and h2c with prior
@@ -93,13 +95,19 @@ func (s *Server) Serve(ctx context.Context) error {
 	if s.MaxBodyBytes > 0 {
 		handler = limitBody(handler, s.MaxBodyBytes)
 	}
+	// net/http enforces MaxHeaderBytes (+ its slack) only on a connection's first request: on a
+	// kept-alive connection the 4 KiB it buffered while waiting for the next request come on top,
+	// so headers up to about 12 KiB passed there, and its own 431 is plain text. The handler
+	// checks the limit itself, answering a JSON 431, and net/http's limit, raised by the slack,
+	// only bounds the memory a request can take before the check.
+	handler = limitHeader(handler, s.MaxHeaderBytes+headerSlack)
 	srv := &http.Server{
 		Handler:           handler,
 		Protocols:         &protocols,
 		ReadHeaderTimeout: s.ReadHeaderTimeout,
 		ReadTimeout:       s.ReadTimeout,
 		IdleTimeout:       s.IdleTimeout,
-		MaxHeaderBytes:    s.MaxHeaderBytes,
+		MaxHeaderBytes:    s.MaxHeaderBytes + headerSlack,
 		ErrorLog:          zap.NewStdLog(s.Logger.Named("http")),
 		// Requests must not inherit cancellation from ctx: a shutdown lets them finish.
 		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
@@ -139,4 +147,30 @@ func limitBody(next http.Handler, limit int64) http.Handler {
 		r.Body = http.MaxBytesReader(w, r.Body, limit)
 		next.ServeHTTP(w, r)
 	})
+}
+
+// limitHeader answers 431 to a request whose request line and headers, as sent in HTTP/1.1,
+// take more than limit bytes.
+func limitHeader(next http.Handler, limit int) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n := headerSize(r); n > limit {
+			WriteError(w, http.StatusRequestHeaderFieldsTooLarge,
+				fmt.Sprintf("request headers of %d bytes exceed the limit of %d bytes", n, limit))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// headerSize is the size of r's request line and headers in HTTP/1.1 form: what net/http's
+// MaxHeaderBytes counts.
+func headerSize(r *http.Request) int {
+	n := len(r.Method) + 1 + len(r.RequestURI) + 1 + len(r.Proto) + 2
+	n += len("Host: ") + len(r.Host) + 2
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			n += len(k) + 2 + len(v) + 2
+		}
+	}
+	return n + 2
 }
