@@ -33,6 +33,10 @@ type Server struct {
 	MaxBodyBytes int64
 	// ShutdownTimeout bounds the graceful shutdown; zero means transport.DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
+	// ReadHeaderTimeout and ReadTimeout bound how long a client may take to send its headers and
+	// its whole request (what a slowloris client stretches); zero means
+	// transport.DefaultReadHeaderTimeout and transport.DefaultReadTimeout.
+	ReadHeaderTimeout, ReadTimeout time.Duration
 	// Logger is the role's logger; nil means none. Registry collects its metrics; nil means a
 	// fresh registry of its own.
 	Logger   *zap.Logger
@@ -128,11 +132,13 @@ func NewHTTPService(cfg Server, api http.Handler, ready func(context.Context) er
 
 	s := &HTTPService{cfg: cfg, ln: ln}
 	s.server = transport.Server{
-		Listener:        ln,
-		Handler:         mux,
-		MaxBodyBytes:    cfg.MaxBodyBytes,
-		ShutdownTimeout: cfg.ShutdownTimeout,
-		Logger:          cfg.Logger,
+		Listener:          ln,
+		Handler:           mux,
+		MaxBodyBytes:      cfg.MaxBodyBytes,
+		ShutdownTimeout:   cfg.ShutdownTimeout,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		ReadTimeout:       cfg.ReadTimeout,
+		Logger:            cfg.Logger,
 	}
 	return s, nil
 }
