@@ -52,7 +52,7 @@ type upstreamFlags struct {
 
 func addUpstreamFlags(fs *pflag.FlagSet, cfg *roles.Upstream, what string) *upstreamFlags {
 	f := &upstreamFlags{cfg: cfg}
-	fs.StringVar(&cfg.URL, "upstream", "", "URL to forward to ("+what+"); a URL without a path gets the alarm path")
+	fs.StringVar(&cfg.URL, "upstream", "", "URL to forward to ("+what+"); a URL without a path gets the alarm path; several comma-separated URLs share the alarms by Request-Id")
 	fs.BoolVar(&cfg.HTTP2, "http2", false, "send upstream requests as HTTP/2 over cleartext with prior knowledge")
 	fs.BoolVar(&f.dnsCache, "dns-cache", true, "cache name resolution; entries expire and are dropped when a connection fails")
 	fs.DurationVar(&cfg.Timeout, "timeout", 60*time.Second, "timeout of one upstream request; on expiry the caller gets 504")
@@ -64,7 +64,7 @@ func addUpstreamFlags(fs *pflag.FlagSet, cfg *roles.Upstream, what string) *upst
 
 func (f *upstreamFlags) validate() error {
 	f.cfg.NoDNSCache = !f.dnsCache
-	if err := roles.ValidateURL(f.cfg.URL); err != nil {
+	if err := roles.ValidateURLs(f.cfg.URL); err != nil {
 		return fmt.Errorf("invalid --upstream: %v", err)
 	}
 	if f.cfg.Timeout <= 0 {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -61,7 +62,10 @@ func (s *Server) SetDefaults() {
 
 // Upstream are the settings of a role's outbound HTTP requests.
 type Upstream struct {
-	// URL is where to forward (TARGET_URL); required.
+	// URL is where to forward (TARGET_URL); required. Several equivalent upstreams are given
+	// as a comma-separated list: each alarm then goes to the one its Request-Id picks (see
+	// transport.Upstreams), so all copies of an alarm meet the same upstream and its dedup
+	// window, and the next one takes over when that one refuses connections.
 	URL string
 	// HTTP2 sends with h2c prior knowledge (USE_HTTP_2).
 	HTTP2 bool
@@ -70,6 +74,41 @@ type Upstream struct {
 	NoDNSCache bool
 	// Timeout bounds one request; zero means transport.DefaultClientTimeout.
 	Timeout time.Duration
+}
+
+// URLs returns the upstream URLs of u.URL, each with defaultPath when it names no path (see
+// ForwardURL).
+func (u Upstream) URLs(defaultPath string) []string {
+	var out []string
+	for _, raw := range strings.Split(u.URL, ",") {
+		if raw = strings.TrimSpace(raw); raw != "" {
+			out = append(out, ForwardURL(raw, defaultPath))
+		}
+	}
+	return out
+}
+
+// ValidateURLs checks that raw is one URL or a comma-separated list of URLs that each pass
+// ValidateURL, with none given twice.
+func ValidateURLs(raw string) error {
+	if strings.TrimSpace(raw) == "" {
+		return fmt.Errorf("is required")
+	}
+	seen := map[string]bool{}
+	for _, one := range strings.Split(raw, ",") {
+		one = strings.TrimSpace(one)
+		if err := ValidateURL(one); err != nil {
+			if one == "" {
+				return fmt.Errorf("%q: has an empty entry", raw)
+			}
+			return err
+		}
+		if seen[one] {
+			return fmt.Errorf("%q: lists %q twice", raw, one)
+		}
+		seen[one] = true
+	}
+	return nil
 }
 
 // ValidateURL checks that raw is an absolute http(s) URL with a host.
@@ -102,6 +141,12 @@ func (u Upstream) NewClient(logger *zap.Logger, reg prometheus.Registerer) *tran
 		c.DialContext = r.DialContext
 	}
 	return c
+}
+
+// NewUpstreams builds the client of u (see NewClient) and the Upstreams over u's URLs, each
+// with defaultPath when it names no path.
+func (u Upstream) NewUpstreams(defaultPath string, logger *zap.Logger, reg prometheus.Registerer) *transport.Upstreams {
+	return transport.NewUpstreams(u.NewClient(logger, reg), u.URLs(defaultPath), 0, logger)
 }
 
 // HTTPService is the serving part of a role: its listener, API, admin endpoints and metrics.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -63,5 +64,29 @@ func TestNewHTTPServiceFailsOnBadAddress(t *testing.T) {
 	t.Cleanup(func() { ln.Close() })
 	if _, err := roles.NewHTTPService(roles.Server{Listen: ln.Addr().String()}, http.NotFoundHandler(), nil); err == nil || !strings.Contains(err.Error(), "listening on") {
 		t.Errorf("listening on a used port: %v", err)
+	}
+}
+
+func TestUpstreamURLs(t *testing.T) {
+	u := roles.Upstream{URL: "http://a:8080, http://b:8080/custom ,http://c"}
+	got := u.URLs(roles.AlarmPath)
+	want := []string{"http://a:8080" + roles.AlarmPath, "http://b:8080/custom", "http://c" + roles.AlarmPath}
+	if !slices.Equal(got, want) {
+		t.Fatalf("URLs = %v, want %v", got, want)
+	}
+	for raw, ok := range map[string]bool{
+		"http://a":               true,
+		"http://a,https://b:1/x": true,
+		"":                       false,
+		" , ":                    false,
+		"http://a,":              false,
+		"http://a,ftp://b":       false,
+		"http://a, http://a":     false,
+		"http://a,http://:80/x":  false,
+		"http://a,,http://b":     false,
+	} {
+		if err := roles.ValidateURLs(raw); (err == nil) != ok {
+			t.Errorf("ValidateURLs(%q) = %v, want ok=%v", raw, err, ok)
+		}
 	}
 }

@@ -105,7 +105,13 @@ func (c *Client) init() {
 		protocols.SetHTTP1(true)
 	}
 	tr := &http.Transport{
-		DialContext:         dial,
+		DialContext: func(ctx context.Context, network, address string) (net.Conn, error) {
+			conn, err := dial(ctx, network, address)
+			if err != nil {
+				return nil, notConnected{err}
+			}
+			return conn, nil
+		},
 		Protocols:           &protocols,
 		MaxIdleConns:        0, // no global bound; the per-host bound matters
 		MaxIdleConnsPerHost: c.MaxIdleConnsPerHost,
@@ -115,6 +121,12 @@ func (c *Client) init() {
 	}
 	c.hc = &http.Client{Transport: tr, Timeout: c.Timeout}
 }
+
+// notConnected marks a failed dial: the request never left this process (ErrNotConnected).
+type notConnected struct{ err error }
+
+func (e notConnected) Error() string   { return e.err.Error() }
+func (e notConnected) Unwrap() []error { return []error{ErrNotConnected, e.err} }
 
 // Response is an upstream's answer, read whole (up to 1 MiB).
 type Response struct {

@@ -31,25 +31,24 @@ type Config struct {
 
 // Comp1 is a running component 1.
 type Comp1 struct {
-	svc      *roles.HTTPService
-	client   *transport.Client
-	upstream string
-	log      *zap.Logger
+	svc       *roles.HTTPService
+	upstreams *transport.Upstreams
+	log       *zap.Logger
 }
 
 // New validates cfg and opens the listener.
 func New(cfg Config) (*Comp1, error) {
-	if err := roles.ValidateURL(cfg.Upstream.URL); err != nil {
+	if err := roles.ValidateURLs(cfg.Upstream.URL); err != nil {
 		return nil, fmt.Errorf("upstream %w", err)
 	}
 	cfg.SetDefaults()
-	c := &Comp1{upstream: roles.ForwardURL(cfg.Upstream.URL, roles.AlarmPath), log: cfg.Logger}
+	c := &Comp1{log: cfg.Logger}
 	svc, err := roles.NewHTTPService(cfg.Server, transport.Endpoint(http.MethodPost, Path, http.HandlerFunc(c.serveAlarm)), nil)
 	if err != nil {
 		return nil, err
 	}
 	c.svc = svc
-	c.client = cfg.Upstream.NewClient(cfg.Logger.Named("client"), cfg.Registry)
+	c.upstreams = cfg.Upstream.NewUpstreams(roles.AlarmPath, cfg.Logger.Named("client"), cfg.Registry)
 	return c, nil
 }
 
@@ -79,7 +78,7 @@ func (c *Comp1) serveAlarm(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	payload := roles.Alarm{ID: alarm.Phone, Body: alarm.Body()}.Marshal()
-	if _, err := c.client.Post(r.Context(), c.upstream, "application/json", payload); err != nil {
+	if _, _, err := c.upstreams.Post(r.Context(), "application/json", payload); err != nil {
 		c.log.Warn("forwarding alarm failed", zap.String("request_id", transport.RequestIDFrom(r.Context())), zap.Error(err))
 		transport.WriteError(w, transport.UpstreamStatus(err), "forwarding to component 2: "+err.Error())
 		return

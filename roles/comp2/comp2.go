@@ -36,18 +36,17 @@ type Comp2 struct {
 	dedup      *dedup.Window // nil when off
 	suppressed prometheus.Counter
 	svc        *roles.HTTPService
-	client     *transport.Client
-	upstream   string
+	upstreams  *transport.Upstreams
 	log        *zap.Logger
 }
 
 // New validates cfg and opens the listener.
 func New(cfg Config) (*Comp2, error) {
-	if err := roles.ValidateURL(cfg.Upstream.URL); err != nil {
+	if err := roles.ValidateURLs(cfg.Upstream.URL); err != nil {
 		return nil, fmt.Errorf("upstream %w", err)
 	}
 	cfg.SetDefaults()
-	c := &Comp2{upstream: roles.ForwardURL(cfg.Upstream.URL, roles.AlarmPath), log: cfg.Logger}
+	c := &Comp2{log: cfg.Logger}
 	if cfg.DedupWindow >= 0 {
 		c.dedup = &dedup.Window{TTL: cfg.DedupWindow, Max: cfg.DedupMax}
 	}
@@ -61,7 +60,7 @@ func New(cfg Config) (*Comp2, error) {
 		return nil, err
 	}
 	c.svc = svc
-	c.client = cfg.Upstream.NewClient(cfg.Logger.Named("client"), cfg.Registry)
+	c.upstreams = cfg.Upstream.NewUpstreams(roles.AlarmPath, cfg.Logger.Named("client"), cfg.Registry)
 	return c, nil
 }
 
@@ -88,7 +87,7 @@ func (c *Comp2) serveAlarm(w http.ResponseWriter, r *http.Request) {
 	// redelivery would reach the backend a second time. The client's timeout still bounds it.
 	fctx := context.WithoutCancel(r.Context())
 	forward := func() error {
-		_, err := c.client.Post(fctx, c.upstream, "application/json", alarm.Marshal())
+		_, _, err := c.upstreams.Post(fctx, "application/json", alarm.Marshal())
 		return err
 	}
 	if c.dedup == nil {

@@ -122,7 +122,7 @@ func (c Config) settings() (settings, error) {
 	if err := mqttconn.ValidateTopic(s.retryTopic); err != nil {
 		return s, fmt.Errorf("service name: %w", err)
 	}
-	if err := roles.ValidateURL(s.Upstream.URL); err != nil {
+	if err := roles.ValidateURLs(s.Upstream.URL); err != nil {
 		return s, fmt.Errorf("upstream %w", err)
 	}
 

@@ -94,14 +94,13 @@ const (
 
 // Bridge is a running MQTT to HTTP bridge.
 type Bridge struct {
-	cfg      settings
-	conn     *mqttconn.Conn
-	admin    *roles.HTTPService
-	client   *transport.Client
-	upstream string
-	backoff  mqttconn.Backoff
-	log      *zap.Logger
-	m        metrics
+	cfg       settings
+	conn      *mqttconn.Conn
+	admin     *roles.HTTPService
+	upstreams *transport.Upstreams
+	backoff   mqttconn.Backoff
+	log       *zap.Logger
+	m         metrics
 
 	mu       sync.Mutex
 	queue    []delivery // received, not yet taken by a worker
@@ -128,11 +127,10 @@ func New(cfg Config) (*Bridge, error) {
 		return nil, err
 	}
 	b := &Bridge{
-		cfg:      s,
-		upstream: roles.ForwardURL(s.Upstream.URL, roles.AlarmPath),
-		backoff:  mqttconn.Backoff{Base: s.RetryBase, Max: s.RetryMax},
-		log:      s.Logger,
-		wake:     make(chan struct{}, 1),
+		cfg:     s,
+		backoff: mqttconn.Backoff{Base: s.RetryBase, Max: s.RetryMax},
+		log:     s.Logger,
+		wake:    make(chan struct{}, 1),
 	}
 	qos := byte(s.QoS)
 	conn, err := mqttconn.New(mqttconn.Config{
@@ -164,7 +162,7 @@ func New(cfg Config) (*Bridge, error) {
 		return nil, err
 	}
 	b.admin = admin
-	b.client = s.Upstream.NewClient(s.Logger.Named("client"), s.Registry)
+	b.upstreams = s.Upstream.NewUpstreams(roles.AlarmPath, s.Logger.Named("client"), s.Registry)
 	return b, nil
 }
 
@@ -196,7 +194,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	b.log.Info("forwarding alarms", zap.Stringer("broker", b.conn.Broker()),
 		zap.String("subscription", mqttconn.SharedFilter(b.cfg.group, b.cfg.filter)),
 		zap.String("retry_topic", b.cfg.retryTopic), zap.String("dead_letter_topic", b.cfg.DeadLetterTopic),
-		zap.String("upstream", b.upstream), zap.Int("max_inflight", b.cfg.MaxInflight))
+		zap.Strings("upstream", b.upstreams.URLs()), zap.Int("max_inflight", b.cfg.MaxInflight))
 
 	var adminErr error
 	adminStopped := false
@@ -230,7 +228,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	if !adminStopped {
 		adminErr = <-adminDone
 	}
-	b.client.CloseIdleConnections()
+	b.upstreams.Client().CloseIdleConnections()
 	return errors.Join(adminErr, connErr)
 }
 
@@ -415,7 +413,7 @@ func decode(payload []byte) (roles.Alarm, string) {
 // forward POSTs the alarm upstream with its Request-Id.
 func (b *Bridge) forward(ctx context.Context, alarm roles.Alarm) error {
 	start := time.Now()
-	_, err := b.client.Post(transport.WithRequestID(ctx, alarm.RequestID), b.upstream, "application/json", alarm.Marshal())
+	_, _, err := b.upstreams.Post(transport.WithRequestID(ctx, alarm.RequestID), "application/json", alarm.Marshal())
 	elapsed := time.Since(start)
 	result := forwardResult(err)
 	b.m.forwards.WithLabelValues(result).Inc()
