@@ -13,6 +13,7 @@ import (
 	"reflect"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"go.uber.org/zap"
 
@@ -137,6 +138,13 @@ func validate(a DeviceAlarm, names []string) (DeviceAlarm, error) {
 	}
 	if len(missing) > 0 {
 		return DeviceAlarm{}, transport.Errorf(http.StatusBadRequest, "missing or empty field(s): %s", strings.Join(missing, ", "))
+	}
+	// A JSON body was checked whole, but a query value may hold any bytes (%FF); JSON encoding
+	// would forward each invalid byte as U+FFFD, a silently different alarm.
+	for i, v := range []string{a.Phone, a.Branch, a.Headnumber, a.TriggerTime} {
+		if !utf8.ValidString(v) {
+			return DeviceAlarm{}, transport.Errorf(http.StatusBadRequest, "%s is not valid UTF-8", names[i])
+		}
 	}
 	if _, err := time.Parse(time.RFC3339Nano, a.TriggerTime); err != nil {
 		return DeviceAlarm{}, transport.Errorf(http.StatusBadRequest, "%s %q is not an RFC 3339 time", names[3], a.TriggerTime)
