@@ -11,6 +11,7 @@ import (
 
 	"github.com/lpsdev/lps/mqttconn"
 	"github.com/lpsdev/lps/roles"
+	"github.com/lpsdev/lps/transport"
 )
 
 // Defaults of Config, applied in one place (Config.defaults).
@@ -88,6 +89,10 @@ type Config struct {
 	// PublishTimeout bounds one republish or dead-letter publish; zero means
 	// DefaultPublishTimeout.
 	PublishTimeout time.Duration
+	// MaxPayloadBytes is the largest payload forwarded; a larger one goes to the dead-letter
+	// topic at once, since the upstream's body limit would refuse it however often it was tried.
+	// Zero means transport.DefaultMaxBodyBytes (component 2's default limit); negative, none.
+	MaxPayloadBytes int
 	// Logger: nil means Admin.Logger, else none. Registry: nil means Admin.Registry, else a
 	// fresh one.
 	Logger   *zap.Logger
@@ -199,6 +204,9 @@ func (c Config) settings() (settings, error) {
 	}
 	if s.PublishTimeout == 0 {
 		s.PublishTimeout = DefaultPublishTimeout
+	}
+	if s.MaxPayloadBytes == 0 {
+		s.MaxPayloadBytes = transport.DefaultMaxBodyBytes
 	}
 	if s.DrainTimeout < 0 || s.PublishTimeout < 0 {
 		return s, errors.New("drain and publish timeouts must not be negative")

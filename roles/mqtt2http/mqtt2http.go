@@ -10,9 +10,9 @@
 // (how many unacknowledged messages the broker sends) and the number of workers. For each
 // message:
 //
-//   - A payload that is not UTF-8 or not a valid alarm goes to the dead-letter topic at once
-//     and is then acknowledged: nothing is dropped silently (the original acknowledged and lost
-//     it).
+//   - A payload that is not UTF-8, not a valid alarm or larger than MaxPayloadBytes goes to the
+//     dead-letter topic at once and is then acknowledged: nothing is dropped silently (the
+//     original acknowledged and lost it).
 //   - Otherwise it is POSTed upstream with its Request-Id (the payload's request_id, else the
 //     request_id user property, else a new one that travels with the retries). A 2xx
 //     acknowledges it.
@@ -349,7 +349,7 @@ func (b *Bridge) handle(soft, hard context.Context, d delivery) {
 		}
 	}
 
-	alarm, reason := decode(pub.Payload)
+	alarm, reason := decode(pub.Payload, b.cfg.MaxPayloadBytes)
 	if reason != "" {
 		b.deadLetter(soft, m, deadUndecodable, reason)
 		return
@@ -394,8 +394,12 @@ func (b *Bridge) handle(soft, hard context.Context, d delivery) {
 	}
 }
 
-// decode checks that a payload is a UTF-8 alarm; the reason says what is wrong if not.
-func decode(payload []byte) (roles.Alarm, string) {
+// decode checks that a payload is a UTF-8 alarm of at most limit bytes (limit < 0: any size);
+// the reason says what is wrong if not.
+func decode(payload []byte, limit int) (roles.Alarm, string) {
+	if limit >= 0 && len(payload) > limit {
+		return roles.Alarm{}, fmt.Sprintf("payload of %d bytes exceeds the limit of %d bytes", len(payload), limit)
+	}
 	if !utf8.Valid(payload) {
 		return roles.Alarm{}, "payload is not valid UTF-8"
 	}
@@ -484,20 +488,16 @@ func (b *Bridge) republish(soft context.Context, m message, alarm roles.Alarm, a
 // the message; if the broker never confirms, the message stays unacknowledged.
 func (b *Bridge) deadLetter(soft context.Context, m message, kind, reason string) {
 	dl := DeadLetter{
-		Reason:          reason,
-		Service:         b.cfg.ServiceName,
-		Topic:           m.pub.Topic,
-		Attempts:        m.attempts,
-		RequestID:       m.requestID,
-		Payload:         string(m.pub.Payload),
-		PayloadEncoding: "utf-8",
-		Time:            time.Now().UTC(),
+		Reason:    reason,
+		Service:   b.cfg.ServiceName,
+		Topic:     m.pub.Topic,
+		Attempts:  m.attempts,
+		RequestID: m.requestID,
+		Time:      time.Now().UTC(),
 	}
+	dl.Payload, dl.PayloadEncoding = encodePayload(m.pub.Payload)
 	if kind != deadUndecodable {
 		dl.Attempts = m.attempts + 1
-	}
-	if !utf8.Valid(m.pub.Payload) {
-		dl.Payload, dl.PayloadEncoding = base64.StdEncoding.EncodeToString(m.pub.Payload), "base64"
 	}
 	body, _ := json.Marshal(dl) // strings, ints and a time cannot fail to encode
 	// Logged whole, so that a dead letter survives even where nobody subscribed to the topic.
@@ -552,6 +552,14 @@ func (b *Bridge) publishReliably(soft context.Context, m message, p *paho.Publis
 			return false
 		}
 	}
+}
+
+// encodePayload is a payload as a dead letter carries it: as text if it is UTF-8, else base64.
+func encodePayload(p []byte) (payload, encoding string) {
+	if !utf8.Valid(p) {
+		return base64.StdEncoding.EncodeToString(p), "base64"
+	}
+	return string(p), "utf-8"
 }
 
 func (b *Bridge) ack(m message) {
