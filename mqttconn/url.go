@@ -1,8 +1,10 @@
 package mqttconn
 
 import (
+	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -31,11 +33,14 @@ func (b Broker) String() string { return b.URL.String() }
 // ParseBroker parses a broker URL: mqtt://host[:port] and tcp://host[:port] connect in plain
 // TCP (port 1883 by default); mqtts://, ssl:// and tls:// connect with TLS (port 8883 by
 // default). User information (mqtt://user:pass@host) is accepted as credentials. Anything else
-// is an error that names the URL and says what is wrong with it.
+// is an error that names the URL and says what is wrong with it, never showing the password.
 func ParseBroker(raw string) (Broker, error) {
 	bad := func(format string, args ...any) (Broker, error) {
 		return Broker{}, fmt.Errorf("invalid broker URL %q: %s", redact(raw), fmt.Sprintf(format, args...))
 	}
+	// A password that is not percent-encoded (/, ?, # or % in it) may end up in any part of a
+	// URL that does not parse as intended, so a URL with one quotes none of its parts.
+	hide := passwordIn(raw) != ""
 	if strings.TrimSpace(raw) == "" {
 		return bad("is empty (want mqtt://host:%d)", DefaultPort)
 	}
@@ -44,6 +49,9 @@ func ParseBroker(raw string) (Broker, error) {
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
+		if hide {
+			return bad("cannot be parsed; percent-encode /, ?, #, %%, @ and spaces in the user name and password")
+		}
 		return bad("%v", unwrapURLError(err))
 	}
 	var b Broker
@@ -59,6 +67,9 @@ func ParseBroker(raw string) (Broker, error) {
 		return bad("has no host")
 	}
 	if u.Path != "" && u.Path != "/" {
+		if hide {
+			return bad("has a path; a broker URL names only host and port")
+		}
 		return bad("has a path %q; a broker URL names only host and port", u.Path)
 	}
 	if u.RawQuery != "" || u.Fragment != "" {
@@ -67,6 +78,9 @@ func ParseBroker(raw string) (Broker, error) {
 	if p := u.Port(); p != "" {
 		n, err := strconv.Atoi(p)
 		if err != nil || n < 1 || n > 65535 {
+			if hide {
+				return bad("port is not a number between 1 and 65535")
+			}
 			return bad("port %q is not a number between 1 and 65535", p)
 		}
 		port = n
@@ -81,17 +95,68 @@ func ParseBroker(raw string) (Broker, error) {
 	if b.TLS {
 		scheme = "tls"
 	}
-	b.URL = &url.URL{Scheme: scheme, Host: net.JoinHostPort(u.Hostname(), strconv.Itoa(port))}
+	// url.Parse takes "mqtt://]" for a host, and "tcp://::1" for host ":" and port 1, which
+	// nothing could dial; an IPv6 address must be in brackets, and what is there must be one.
+	host := u.Hostname()
+	hostPort := net.JoinHostPort(host, strconv.Itoa(port))
+	_, _, err = net.SplitHostPort(hostPort)
+	switch {
+	case strings.Contains(host, ":") && !strings.HasPrefix(u.Host, "["):
+		err = fmt.Errorf("an IPv6 address goes in brackets, as in mqtt://[::1]:%d", DefaultPort)
+	case err == nil && strings.ContainsAny(host, ":%"):
+		_, err = netip.ParseAddr(host)
+	}
+	if err != nil {
+		if hide {
+			return bad("the host is not a host name or IP address")
+		}
+		return bad("host %q is not a host name or IP address: %v", u.Host, unwrapAddrError(err))
+	}
+	b.URL = &url.URL{Scheme: scheme, Host: hostPort}
 	return b, nil
 }
 
-// redact hides the password of a URL that parses; one that does not is shown as given, since
-// it cannot be taken apart reliably.
+// redact hides the password of a broker URL: url.Redacted's for one that parses with it, and
+// for any other the text passwordIn finds (which url.Parse, on a password that is not
+// percent-encoded, may have taken for a port, path or query, or refused).
 func redact(raw string) string {
+	s, p := raw, passwordIn(raw)
 	if u, err := url.Parse(raw); err == nil && u.User != nil {
-		return u.Redacted()
+		if pw, ok := u.User.Password(); ok {
+			s = u.Redacted()
+			if p == pw {
+				return s
+			}
+			// Parsed differently ("mqtt://u:@pw#@host" has an empty password and a
+			// fragment): hide both readings.
+		}
 	}
-	return raw
+	if p != "" {
+		s = strings.ReplaceAll(s, p, "xxxxx")
+	}
+	return s
+}
+
+// passwordIn returns what looks like the password of raw however malformed it is: between
+// the first ":" after the scheme's "://" (or the start) and the last "@"; "" when there is none.
+func passwordIn(raw string) string {
+	s := raw
+	if i := strings.Index(s, "://"); i >= 0 {
+		s = s[i+len("://"):]
+	}
+	at := strings.LastIndex(s, "@")
+	if at < 0 {
+		return ""
+	}
+	_, pass, _ := strings.Cut(s[:at], ":")
+	return pass
+}
+
+func unwrapAddrError(err error) error {
+	if ae, ok := err.(*net.AddrError); ok {
+		return errors.New(ae.Err)
+	}
+	return err
 }
 
 func unwrapURLError(err error) error {
