@@ -18,5 +18,7 @@
 //     counts: sent, acked, received, lost, duplicated, drain time.
 //
 // The suite in faults_test.go runs every Scenario against both brokers; `lps experiment` is
-// meant to stand on the same parts.
+// meant to stand on the same parts. SigtermScenarios stop one process of each role gracefully
+// (SIGTERM) under load and record how it exited (Shutdown); sigterm_test.go runs them on both
+// brokers.
 package faults
