@@ -83,6 +83,9 @@ func TestInvalidConfigurationStopsWithOneLineNamingTheFlag(t *testing.T) {
 		{"bad backlog env", []string{"rast-sim"}, map[string]string{"LPS_BACKLOG": "-5"}, "--backlog"},
 		{"bad log format", []string{"rast-sim", "--log-format", "xml", "--listen", "127.0.0.1:0"}, nil, "log format"},
 		{"unknown topology", []string{"up", "--topology", "mesh"}, nil, "mesh"},
+		{"upstream list with a bad entry", []string{"mqtt2http", "--broker", "mqtt://b:1883", "--upstream", "http://a,ftp://b"}, nil, "--upstream"},
+		{"upstream listed twice", []string{"comp1", "--upstream", "http://a,http://a"}, nil, "twice"},
+		{"negative forward timeout", []string{"comp2", "--upstream", "http://a", "--forward-timeout", "-1s"}, nil, "--forward-timeout"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errOut bytes.Buffer

@@ -69,9 +69,14 @@ func (a *app) newComp2Cmd() *cobra.Command {
 	uf := addUpstreamFlags(cmd.Flags(), &cfg.Upstream, "the legacy backend, HTTP/1.1 unless --http2")
 	cmd.Flags().DurationVar(&cfg.DedupWindow, "dedup-window", dedup.DefaultTTL, "answer an alarm whose Request-Id was forwarded within this window without forwarding it again (0: off)")
 	cmd.Flags().IntVar(&cfg.DedupMax, "dedup-max", dedup.DefaultMax, "most Request-Ids the dedup window remembers")
+	cmd.Flags().DurationVar(&cfg.ForwardTimeout, "forward-timeout", 0,
+		fmt.Sprintf("with the dedup window on, how long a forward may go on after --timeout answered the caller 504; its outcome is remembered, so the caller's retry is not sent again (0: %d × --timeout)", comp2.DefaultForwardFactor))
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if err := a.validate(cmd, sf, uf); err != nil {
 			return err
+		}
+		if cfg.ForwardTimeout < 0 {
+			return &ConfigError{fmt.Errorf("invalid --forward-timeout %s: must not be negative", cfg.ForwardTimeout)}
 		}
 		if cfg.DedupWindow < 0 || cfg.DedupMax < 1 {
 			return &ConfigError{fmt.Errorf("invalid --dedup-window %s / --dedup-max %d: need a window >= 0 and max >= 1", cfg.DedupWindow, cfg.DedupMax)}

@@ -5,9 +5,12 @@ package comp2
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,13 +32,25 @@ type Config struct {
 	DedupWindow time.Duration
 	// DedupMax bounds the ids remembered; zero means dedup.DefaultMax.
 	DedupMax int
+	// ForwardTimeout bounds one forward to the backend when the dedup window is on; zero means
+	// DefaultForwardFactor × Upstream.Timeout. Upstream.Timeout is then how long the caller
+	// waits: when it passes the caller gets 504, but the forward goes on, because the backend
+	// may be about to take the alarm. Its outcome goes into the dedup window, so the caller's
+	// retry waits for it instead of sending the alarm a second time. Without dedup there is
+	// nothing to remember the outcome in, and a forward ends with the caller's wait.
+	ForwardTimeout time.Duration
 }
+
+// DefaultForwardFactor is ForwardTimeout's default, as a multiple of Upstream.Timeout.
+const DefaultForwardFactor = 3
 
 // Comp2 is a running component 2.
 type Comp2 struct {
 	dedup      *dedup.Window // nil when off
+	wait       time.Duration // how long a caller waits for the backend
 	suppressed prometheus.Counter
 	svc        *roles.HTTPService
+	forwards   sync.WaitGroup // forwards that outlived their caller's wait
 	upstreams  *transport.Upstreams
 	log        *zap.Logger
 }
@@ -47,8 +62,16 @@ func New(cfg Config) (*Comp2, error) {
 	}
 	cfg.SetDefaults()
 	c := &Comp2{log: cfg.Logger}
+	if cfg.Upstream.Timeout <= 0 {
+		cfg.Upstream.Timeout = transport.DefaultClientTimeout
+	}
+	c.wait = cfg.Upstream.Timeout
 	if cfg.DedupWindow >= 0 {
 		c.dedup = &dedup.Window{TTL: cfg.DedupWindow, Max: cfg.DedupMax}
+		if cfg.ForwardTimeout <= 0 {
+			cfg.ForwardTimeout = DefaultForwardFactor * cfg.Upstream.Timeout
+		}
+		cfg.Upstream.Timeout = max(cfg.Upstream.Timeout, cfg.ForwardTimeout)
 	}
 	c.suppressed = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "lps_comp2_duplicates_suppressed_total",
@@ -68,7 +91,13 @@ func New(cfg Config) (*Comp2, error) {
 func (c *Comp2) Addr() net.Addr { return c.svc.Addr() }
 
 // Run serves until ctx is done, then finishes the requests in flight.
-func (c *Comp2) Run(ctx context.Context) error { return c.svc.Run(ctx) }
+// Forwards that outlived their caller's wait are finished too (each is bounded by
+// Config.ForwardTimeout): cutting one short would leave the backend's outcome unknown.
+func (c *Comp2) Run(ctx context.Context) error {
+	err := c.svc.Run(ctx)
+	c.forwards.Wait()
+	return err
+}
 
 func (c *Comp2) serveAlarm(w http.ResponseWriter, r *http.Request) {
 	body, err := transport.ReadJSONBody(r)
@@ -93,12 +122,7 @@ func (c *Comp2) serveAlarm(w http.ResponseWriter, r *http.Request) {
 	if c.dedup == nil {
 		err = forward()
 	} else {
-		var dup bool
-		dup, err = c.dedup.Do(r.Context(), alarm.RequestID, forward)
-		if dup && err == nil {
-			c.suppressed.Inc()
-			c.log.Info("duplicate alarm not forwarded again", zap.String("request_id", alarm.RequestID))
-		}
+		err = c.forwardOnce(r.Context(), alarm.RequestID, forward)
 	}
 	if err != nil {
 		c.log.Warn("forwarding alarm failed", zap.String("request_id", alarm.RequestID), zap.Error(err))
@@ -106,4 +130,46 @@ func (c *Comp2) serveAlarm(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	transport.WriteJSON(w, http.StatusOK, roles.SuccessBody)
+}
+
+// forwardOnce runs forward through the dedup window and waits for its outcome up to c.wait.
+// The forward itself is not bound to the wait (see Config.ForwardTimeout): when the wait ends
+// first, the caller gets a timeout and the forward's outcome is left for the dedup window.
+func (c *Comp2) forwardOnce(ctx context.Context, id string, forward func() error) error {
+	ctx, cancel := context.WithTimeout(ctx, c.wait)
+	defer cancel()
+	type outcome struct {
+		dup bool
+		err error
+	}
+	done := make(chan outcome, 1)
+	var mine atomic.Bool // this call runs the forward (the others wait for it)
+	c.forwards.Add(1)
+	go func() {
+		defer c.forwards.Done()
+		// ctx bounds only waiting for another caller's forward, not the forward.
+		dup, err := c.dedup.Do(ctx, id, func() error { mine.Store(true); return forward() })
+		done <- outcome{dup, err}
+	}()
+	select {
+	case o := <-done:
+		if o.dup && o.err == nil {
+			c.suppressed.Inc()
+			c.log.Info("duplicate alarm not forwarded again", zap.String("request_id", id))
+		}
+		if o.err == nil || !errors.Is(o.err, context.DeadlineExceeded) || mine.Load() {
+			return o.err
+		}
+	case <-ctx.Done():
+	}
+	switch {
+	case errors.Is(ctx.Err(), context.Canceled):
+		return fmt.Errorf("%w: the caller went away", context.Canceled)
+	case mine.Load():
+		return fmt.Errorf("%w: no answer within %s; the forward goes on, and a retry of this alarm waits for its outcome",
+			transport.ErrUpstreamTimeout, c.wait)
+	default:
+		return fmt.Errorf("%w: no answer within %s; still forwarding an earlier copy of this alarm",
+			transport.ErrUpstreamTimeout, c.wait)
+	}
 }

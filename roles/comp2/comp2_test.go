@@ -3,6 +3,7 @@ package comp2_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -268,5 +269,87 @@ func TestForwardOutlivesCallerSoRedeliveryIsSuppressed(t *testing.T) {
 	defer mu.Unlock()
 	if forwarded != 1 {
 		t.Errorf("backend got the alarm %d times, want 1", forwarded)
+	}
+}
+
+// A backend slower than comp2's timeout still takes the alarm. comp2 answers 504 when its wait
+// ends, but its forward goes on and the outcome is remembered, so the caller's retry — made
+// while the forward is still running, and again after it succeeded — is not sent again.
+func TestSlowBackendAnswerIsRememberedNotResent(t *testing.T) {
+	b := &backend{delay: make(chan struct{})}
+	up := httptest.NewServer(b)
+	t.Cleanup(up.Close)
+	cfg := comp2.Config{Upstream: roles.Upstream{URL: up.URL, Timeout: 100 * time.Millisecond}, ForwardTimeout: 30 * time.Second}
+	cfg.Listener = testutil.Listen(t)
+	c, err := comp2.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Run(t, c)
+	release := sync.OnceFunc(func() { close(b.delay) })
+	t.Cleanup(release) // before comp2 stops, which waits for its forward
+	url := "http://" + c.Addr().String() + roles.AlarmPath
+	post := func() (int, string) {
+		req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(`{"id":"1","body":"b"}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Request-Id", "slow-id")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	if code, body := post(); code != http.StatusGatewayTimeout || !strings.Contains(body, "the forward goes on") {
+		t.Fatalf("first copy: %d %s, want 504 saying the forward goes on", code, body)
+	}
+	if code, body := post(); code != http.StatusGatewayTimeout || !strings.Contains(body, "still forwarding an earlier copy") {
+		t.Fatalf("retry while the backend holds the first: %d %s, want 504 still forwarding", code, body)
+	}
+	release()
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if code, body := post(); code != http.StatusOK {
+			return fmt.Errorf("retry after the backend answered: %d %s", code, body)
+		}
+		return nil
+	})
+	if n := b.count(); n != 1 {
+		t.Fatalf("the backend got the alarm %d times, want 1", n)
+	}
+}
+
+// Without the dedup window nothing would remember a late outcome, so the forward ends with
+// the caller's wait.
+func TestWithoutDedupForwardEndsWithTheWait(t *testing.T) {
+	arrived := make(chan struct{}, 1)
+	cut := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body) // net/http notices a closed connection only once the body is read
+		arrived <- struct{}{}
+		<-r.Context().Done() // never answers; sees the forward cut
+		close(cut)
+	}))
+	t.Cleanup(up.Close)
+	cfg := comp2.Config{Upstream: roles.Upstream{URL: up.URL, Timeout: 100 * time.Millisecond}, DedupWindow: -1, ForwardTimeout: time.Hour}
+	cfg.Listener = testutil.Listen(t)
+	c, err := comp2.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Run(t, c)
+	resp, err := http.Post("http://"+c.Addr().String()+roles.AlarmPath, "application/json", strings.NewReader(`{"id":"1","body":"b"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusGatewayTimeout {
+		t.Fatalf("got %d, want 504", resp.StatusCode)
+	}
+	<-arrived
+	select {
+	case <-cut:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the forward was not cut when the wait ended")
 	}
 }
