@@ -176,13 +176,19 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (c *Cluster, err error
 		return c, err
 	}
 
+	// Every mqtt2http forwards to every comp2, each alarm to the comp2 its Request-Id picks, so
+	// that all copies of an alarm meet one dedup window (see transport.Upstreams).
+	comp2URLs := make([]string, len(c.Comp2))
+	for i, p := range c.Comp2 {
+		comp2URLs[i] = "http://" + p.Arg("--listen")
+	}
 	for i := range n {
 		p, err := ListenProxy(c.BrokerAddr)
 		if err != nil {
 			return c, err
 		}
 		c.ConsumerProxies = append(c.ConsumerProxies, p)
-		args := []string{"--broker", "mqtt://" + p.Addr(), "--upstream", "http://" + c.Comp2[i].Arg("--listen")}
+		args := []string{"--broker", "mqtt://" + p.Addr(), "--upstream", strings.Join(comp2URLs, ",")}
 		for _, f := range []struct {
 			flag string
 			set  bool

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -195,11 +196,17 @@ func New(cfg Config) (t *Topology, err error) {
 			bc.Listen, bc.Admin.Listen = s.Addr.String(), mb.AdminAddr().String()
 			brokerURL = "mqtt://" + s.Addr.String()
 		}
+		// Every mqtt2http forwards to every comp2, each alarm to the comp2 its Request-Id picks,
+		// so that all copies of an alarm meet one dedup window (see transport.Upstreams).
+		comp2URLs := make([]string, len(comp2Addrs))
+		for i, a := range comp2Addrs {
+			comp2URLs[i] = "http://" + a.String()
+		}
 		for i := range n {
 			c := mqtt2http.Config{
 				ServiceName: fmt.Sprintf("proxy2-%d", i+1),
 				Broker:      brokerURL,
-				Upstream:    roles.Upstream{URL: "http://" + comp2Addrs[i].String(), HTTP2: cfg.HTTP2},
+				Upstream:    roles.Upstream{URL: strings.Join(comp2URLs, ","), HTTP2: cfg.HTTP2},
 				MaxInflight: cfg.MaxInflight,
 				RetryBase:   cfg.RetryBase,
 				RetryMax:    cfg.RetryMax,
