@@ -48,6 +48,12 @@ type RunConfig struct {
 	// DrainTimeout bounds the drain; Quiet is its quiet window (see Cluster.Drain). Zero means
 	// DefaultDrainTimeout and DefaultQuiet.
 	DrainTimeout, Quiet time.Duration
+	// AwaitAcked, when positive, makes the run wait after the drain, at most this long, until
+	// rast-sim has received every alarm the load got acknowledged. A drain over Mosquitto, which
+	// tells no queue depth, ends after its quiet window, and a Mosquitto slowed down by a busy
+	// machine (it fsyncs its snapshot after every change) can hold alarms longer than that:
+	// they would count as lost. Zero leaves it off.
+	AwaitAcked time.Duration
 	// LoadTimeout bounds one request of the load; RetryInterval and RetryDeadline are the
 	// load's (see loadgen.Config). Zero means DefaultLoadTimeout, loadgen's 1 s and
 	// DefaultRetryDeadline.
@@ -227,6 +233,9 @@ func Run(ctx context.Context, c *Cluster, s Scenario, cfg RunConfig) (Result, er
 		return finish(err)
 	}
 	env.Note("drained in %s", res.Drain.Took.Round(time.Millisecond))
+	if cfg.AwaitAcked > 0 {
+		awaitAcked(ctx, env, load.Ledger(), cfg.AwaitAcked)
+	}
 	received, err := c.Received(ctx)
 	if err != nil {
 		return finish(err)

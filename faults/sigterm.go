@@ -8,6 +8,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/lpsdev/lps/ledger"
 )
 
 // Role names, as the lps subcommands (and ClusterConfig.ExtraArgs) spell them.
@@ -130,8 +132,11 @@ func (s *SigtermScenario) record(sd Shutdown) {
 
 // Why the backend may see an alarm twice when the broker stops gracefully: its clients lose
 // their connection as when it is killed.
-const dupBrokerStop = "a graceful stop of the broker still drops every client's connection: " + dupUnconfirmedPublish +
-	"; " + dupLostAck
+const dupBrokerStop = "a graceful stop of the broker still drops every client's connection: a publish whose " +
+	"PUBCOMP had not come back is answered 503 although the broker may have taken it, and the load's retry " +
+	"becomes a second MQTT message; an acknowledgement lost with the connection makes the broker deliver a " +
+	"forwarded message again, possibly to another mqtt2http and so through another comp2, whose dedup window " +
+	"never saw it"
 
 // sigtermRole says how a role's scenario picks its victim and gets work in flight before the
 // signal.
@@ -145,24 +150,46 @@ type sigtermRole struct {
 	// slowBackend delays the backend's answers while the scenario waits for work in flight, so
 	// that forwards are in flight at the signal.
 	slowBackend bool
-	setup       func(*ClusterConfig)
-	duplicates  string
+	// hold, when set, holds the victim's work until its shutdown has begun (the victim logged
+	// stopping), then the returned release lets it finish: what was in flight at the signal
+	// must still be answered.
+	hold func(*Cluster) (release func())
+	// stopping is the message the victim logs when its shutdown begins.
+	stopping   string
+	setup      func(*ClusterConfig)
+	duplicates string
 }
 
 func one(ps func(*Cluster) []*Process) func(*Cluster) *Process {
 	return func(c *Cluster) *Process { return ps(c)[0] }
 }
 
+// httpStopping is what transport.Server logs when a graceful shutdown begins.
+const httpStopping = "shutting down, finishing requests in flight"
+
+// holdPublishes silences the network between the first http2mqtt and the broker: its
+// publishes wait for their PUBCOMP, and so do the requests of the first comp1, whose upstream
+// it is.
+func holdPublishes(c *Cluster) func() {
+	p := c.PublisherProxies[0]
+	p.Blackhole()
+	return p.Restore
+}
+
 var sigtermRoles = map[string]sigtermRole{
 	RoleComp1: {
-		title:  "one comp1 gets SIGTERM with requests in flight; the load fails over to the others; restarted after the fault",
-		victim: one(func(c *Cluster) []*Process { return c.Comp1 }),
-		metric: "lps_http_requests_in_flight",
+		title:    "one comp1 gets SIGTERM with requests in flight; the load fails over to the others; restarted after the fault",
+		victim:   one(func(c *Cluster) []*Process { return c.Comp1 }),
+		metric:   "lps_http_requests_in_flight",
+		hold:     holdPublishes,
+		stopping: httpStopping,
 	},
 	RoleHTTP2MQTT: {
-		title:  "one http2mqtt gets SIGTERM with publishes in flight, restarted after the fault",
-		victim: one(func(c *Cluster) []*Process { return c.HTTP2MQTT }),
-		metric: "lps_http_requests_in_flight",
+		title:    "one http2mqtt gets SIGTERM with publishes in flight, restarted after the fault",
+		victim:   one(func(c *Cluster) []*Process { return c.HTTP2MQTT }),
+		metric:   "lps_http_requests_in_flight",
+		hold:     holdPublishes,
+		stopping: httpStopping,
 	},
 	RoleMQTT2HTTP: {
 		title:       "one mqtt2http gets SIGTERM with forwards in flight (backend slowed), restarted after the fault",
@@ -237,10 +264,22 @@ func (s *SigtermScenario) inject(ctx context.Context, e *Env, r sigtermRole) err
 	c := e.Cluster
 	victim := r.victim(c)
 	sd := Shutdown{Role: s.Role, Process: victim.Name(), InFlight: -1, Grace: ShutdownGrace(s.Role)}
+	var afterSignal func()
 	if r.metric != "" {
 		if r.slowBackend {
 			c.Backend.Delay(InflightDelay)
 			defer c.Backend.Pass()
+		}
+		if r.hold != nil {
+			release := r.hold(c)
+			defer release()
+			afterSignal = func() {
+				if !awaitLogged(ctx, victim, r.stopping, inflightWait) {
+					e.Note("%s did not log %q within %s", victim.Name(), r.stopping, inflightWait)
+				}
+				release()
+				e.Note("%s is stopping; its work in flight let through", victim.Name())
+			}
 		}
 		watch := []*Process{victim}
 		if r.watch != nil {
@@ -248,7 +287,7 @@ func (s *SigtermScenario) inject(ctx context.Context, e *Env, r sigtermRole) err
 		}
 		sd.InFlight = awaitInflight(ctx, c, r.metric, watch...)
 	}
-	took, exitErr, killed, err := termWait(ctx, victim, sd.Grace)
+	took, exitErr, killed, err := termWait(ctx, victim, sd.Grace, afterSignal)
 	c.Backend.Pass()
 	if err != nil {
 		return err
@@ -276,10 +315,11 @@ func (s *SigtermScenario) inject(ctx context.Context, e *Env, r sigtermRole) err
 	return err
 }
 
-// termWait sends SIGTERM to p and waits until it exits by itself, at most grace; then it is
-// killed (killed is true). took is the time from the signal to the exit, exitErr how the run
-// ended (Process.ExitErr). err is set only when the signal could not be sent or ctx ended.
-func termWait(ctx context.Context, p *Process, grace time.Duration) (took time.Duration, exitErr error, killed bool, err error) {
+// termWait sends SIGTERM to p, calls afterSignal (when set) and waits until p exits by itself,
+// at most grace from the signal; then it is killed (killed is true). took is the time from the
+// signal to the exit, exitErr how the run ended (Process.ExitErr). err is set only when the
+// signal could not be sent or ctx ended.
+func termWait(ctx context.Context, p *Process, grace time.Duration, afterSignal func()) (took time.Duration, exitErr error, killed bool, err error) {
 	done := p.exited()
 	if done == nil || !p.Running() {
 		return 0, nil, false, fmt.Errorf("%s is not running", p.Name())
@@ -290,6 +330,9 @@ func termWait(ctx context.Context, p *Process, grace time.Duration) (took time.D
 	}
 	t := time.NewTimer(grace)
 	defer t.Stop()
+	if afterSignal != nil {
+		afterSignal()
+	}
 	select {
 	case <-done:
 		return time.Since(start), p.ExitErr(), false, nil
@@ -302,6 +345,24 @@ func termWait(ctx context.Context, p *Process, grace time.Duration) (took time.D
 	case <-ctx.Done():
 		p.Kill()
 		return time.Since(start), nil, false, fmt.Errorf("waiting for %s to exit after SIGTERM: %w", p.Name(), ctx.Err())
+	}
+}
+
+// awaitLogged polls until p's current run logged msg, at most d; it reports whether it did.
+func awaitLogged(ctx context.Context, p *Process, msg string, d time.Duration) bool {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for {
+		if _, ok := p.Field(msg, "level"); ok {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-tick.C:
+		}
 	}
 }
 
@@ -350,4 +411,57 @@ func startBrokerAgain(ctx context.Context, e *Env) error {
 		e.Note("every mqtt2http subscribed again; publishers let through to Mosquitto")
 	}
 	return c.WaitReady(ctx)
+}
+
+// AwaitReceived polls rast-sim until it has received every id of ids or d passes, and returns
+// the ids still missing then.
+func (c *Cluster) AwaitReceived(ctx context.Context, ids []string, d time.Duration) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		received, err := c.Received(ctx)
+		var missing []string
+		if err == nil {
+			for _, id := range ids {
+				if received[id] == 0 {
+					missing = append(missing, id)
+				}
+			}
+			if len(missing) == 0 {
+				return nil, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if err != nil {
+				return nil, err
+			}
+			return missing, nil
+		case <-tick.C:
+		}
+	}
+}
+
+// awaitAcked waits, at most d, until rast-sim has received every alarm the ledger has
+// acknowledged (see RunConfig.AwaitAcked), and notes in the timeline when it had to wait.
+func awaitAcked(ctx context.Context, e *Env, l *ledger.Ledger, d time.Duration) {
+	var acked []string
+	for _, en := range l.Entries() {
+		if en.Acked {
+			acked = append(acked, en.ID)
+		}
+	}
+	start := time.Now()
+	missing, err := e.Cluster.AwaitReceived(ctx, acked, d)
+	took := time.Since(start)
+	switch {
+	case err != nil:
+		e.Note("waiting for the acknowledged alarms at rast-sim: %v", err)
+	case len(missing) > 0:
+		e.Note("%d acknowledged alarms still not at rast-sim %s after the drain", len(missing), d)
+	case took >= 100*time.Millisecond:
+		e.Note("the last acknowledged alarms reached rast-sim %s after the drain", took.Round(time.Millisecond))
+	}
 }

@@ -20,6 +20,10 @@ func sigtermConfig() (faults.RunConfig, func(*faults.ClusterConfig)) {
 		runCfg.Warmup, runCfg.Fault, runCfg.Settle = 500*time.Millisecond, 500*time.Millisecond, 500*time.Millisecond
 		runCfg.Quiet, runCfg.RetryInterval = time.Second, 250*time.Millisecond
 	}
+	// A drain over Mosquitto ends after its quiet window; on a busy machine Mosquitto has held
+	// alarms for tens of seconds beyond it. Every acknowledged alarm gets the drain's time to
+	// arrive, so that only an alarm that never comes counts as lost.
+	runCfg.AwaitAcked = runCfg.DrainTimeout
 	return runCfg, tune
 }
 
