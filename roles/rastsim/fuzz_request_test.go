@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/lpsdev/lps/roles"
 )
@@ -64,7 +65,17 @@ func FuzzCommandRequest(f *testing.F) {
 	stop := make(chan error, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { stop <- s.Run(ctx) }()
-	f.Cleanup(func() { cancel(); <-stop })
+	f.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-stop:
+			if err != nil {
+				f.Errorf("Run: %v", err)
+			}
+		case <-time.After(testDeadline):
+			f.Error("Run did not return after its context ended")
+		}
+	})
 	addr := s.Addr().String()
 	client := &http.Client{
 		Timeout:       testDeadline,
