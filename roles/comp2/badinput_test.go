@@ -1,31 +1,19 @@
 package comp2_test
 
 import (
-	"bufio"
-	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/lpsdev/lps/internal/testutil"
+	"github.com/lpsdev/lps/internal/testutil/badinput"
 	"github.com/lpsdev/lps/roles"
 	"github.com/lpsdev/lps/roles/comp2"
 )
 
-// The bad-input tests give the role a short read timeout, so a slow client is cut off within
-// the test's time, and bound every exchange by badDeadline.
-const (
-	badReadTimeout = time.Second
-	badDeadline    = 10 * time.Second
-	badBodyLimit   = 1024
-)
+// badBodyLimit is the role's body limit in the bad-input tests.
+const badBodyLimit = 1024
 
 // TestBadInputIsRejectedAndNotForwarded sends comp2 the bad input of issue 4 that
 // TestErrorStatuses does not (that one covers a truncated body, a JSON string, a wrong id
@@ -37,10 +25,10 @@ func TestBadInputIsRejectedAndNotForwarded(t *testing.T) {
 	b := &backend{}
 	up := httptest.NewServer(b)
 	t.Cleanup(up.Close)
-	cfg := comp2.Config{Upstream: roles.Upstream{URL: up.URL, Timeout: badDeadline}}
+	cfg := comp2.Config{Upstream: roles.Upstream{URL: up.URL, Timeout: badinput.Deadline}}
 	cfg.Listener = testutil.Listen(t)
 	cfg.MaxBodyBytes = badBodyLimit
-	cfg.ReadTimeout, cfg.ReadHeaderTimeout = badReadTimeout, badReadTimeout
+	cfg.ReadTimeout, cfg.ReadHeaderTimeout = badinput.ReadTimeout, badinput.ReadTimeout
 	c, err := comp2.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -51,61 +39,44 @@ func TestBadInputIsRejectedAndNotForwarded(t *testing.T) {
 
 	const js = "application/json"
 	path := roles.AlarmPath
-	for _, tc := range []badCase{
-		{name: "malformed: missing comma", method: "POST", path: path, ctype: js, body: `{"id":"1" "body":"b"}`, status: 400, reason: "malformed JSON at byte 11: invalid character '\"' after object key:value pair"},
-		{name: "malformed: form body", method: "POST", path: path, ctype: js, body: `id=1&body=b`, status: 400, reason: "malformed JSON at byte 1: *"},
-		{name: "malformed: second alarm after the first", method: "POST", path: path, ctype: js, body: `{"id":"1","body":"b"}{"id":"2","body":"c"}`, status: 400, reason: "malformed JSON: data after the JSON value"},
-		{name: "truncated inside a string", method: "POST", path: path, ctype: js, body: `{"id":"1","body":"b`, status: 400, reason: "truncated JSON"},
-		{name: "truncated after the key", method: "POST", path: path, ctype: js, body: `{"id":"1","body"`, status: 400, reason: "truncated JSON"},
-		{name: "wrong type: body number", method: "POST", path: path, ctype: js, body: `{"id":"1","body":5}`, status: 400, reason: `field "body" must be a string, not number`},
-		{name: "wrong type: id object", method: "POST", path: path, ctype: js, body: `{"id":{"x":1},"body":"b"}`, status: 400, reason: `field "id" must be a string, not object`},
-		{name: "wrong type: body array", method: "POST", path: path, ctype: js, body: `{"id":"1","body":["b"]}`, status: 400, reason: `field "body" must be a string, not array`},
-		{name: "wrong type: id bool", method: "POST", path: path, ctype: js, body: `{"id":true,"body":"b"}`, status: 400, reason: `field "id" must be a string, not bool`},
-		{name: "wrong type: array document", method: "POST", path: path, ctype: js, body: `[{"id":"1","body":"b"}]`, status: 400, reason: "request body must be a JSON object, not array"},
-		{name: "missing: both fields", method: "POST", path: path, ctype: js, body: `{}`, status: 400, reason: "missing or empty field(s): id, body"},
-		{name: "missing: id", method: "POST", path: path, ctype: js, body: `{"body":"b","request_id":"r"}`, status: 400, reason: "missing or empty field(s): id"},
-		{name: "missing: null document", method: "POST", path: path, ctype: js, body: `null`, status: 400, reason: "missing or empty field(s): id, body"},
-		{name: "empty: null fields", method: "POST", path: path, ctype: js, body: `{"id":null,"body":null}`, status: 400, reason: "missing or empty field(s): id, body"},
-		{name: "empty: blank fields", method: "POST", path: path, ctype: js, body: `{"id":" \t","body":"\n"}`, status: 400, reason: "missing or empty field(s): id, body"},
-		{name: "empty: whitespace body", method: "POST", path: path, ctype: js, body: " \r\n\t", status: 400, reason: "request body is empty"},
-		{name: "oversized, chunked", method: "POST", path: path, ctype: js, chunked: true, body: `{"id":"1","body":"` + strings.Repeat("x", 2*badBodyLimit) + `"}`, status: 413, reason: "request body exceeds the limit of 1024 bytes"},
-		{name: "oversized, declared", method: "POST", path: path, ctype: js, body: `{"id":"1","body":"` + strings.Repeat("x", badBodyLimit) + `"}`, status: 413, reason: fmt.Sprintf("request body of %d bytes exceeds the limit of 1024 bytes", badBodyLimit+20)},
-		{name: "content type: form", method: "POST", path: path, ctype: "application/x-www-form-urlencoded", body: `{"id":"1","body":"b"}`, status: 415, reason: `content type "application/x-www-form-urlencoded" is not application/json`},
-		{name: "content type: unparsable", method: "POST", path: path, ctype: "json;;", body: `{"id":"1","body":"b"}`, status: 415, reason: `content type "json;;" is not application/json`},
-		{name: "method: PUT", method: "PUT", path: path, ctype: js, body: `{"id":"1","body":"b"}`, status: 405, reason: "method PUT is not allowed on /ID_REQ_KC_STORE7D3BPACKET; use POST"},
-		{name: "method: DELETE", method: "DELETE", path: path, status: 405, reason: "method DELETE is not allowed on /ID_REQ_KC_STORE7D3BPACKET; use POST"},
-		{name: "10,000-byte header", method: "POST", path: path, ctype: js, body: `{"id":"1","body":"b"}`, bigHeader: true, status: 431, reason: "request headers of 10* bytes exceed the limit of 8192 bytes"},
-	} {
-		t.Run(tc.name, func(t *testing.T) { tc.check(t, base) })
-	}
+	badinput.Run(t, base, []badinput.Case{
+		{Name: "malformed: missing comma", Method: "POST", Path: path, ContentType: js, Body: `{"id":"1" "body":"b"}`, Status: 400, Reason: "malformed JSON at byte 11: invalid character '\"' after object key:value pair"},
+		{Name: "malformed: form body", Method: "POST", Path: path, ContentType: js, Body: `id=1&body=b`, Status: 400, Reason: "malformed JSON at byte 1: *"},
+		{Name: "malformed: second alarm after the first", Method: "POST", Path: path, ContentType: js, Body: `{"id":"1","body":"b"}{"id":"2","body":"c"}`, Status: 400, Reason: "malformed JSON: data after the JSON value"},
+		{Name: "truncated inside a string", Method: "POST", Path: path, ContentType: js, Body: `{"id":"1","body":"b`, Status: 400, Reason: "truncated JSON"},
+		{Name: "truncated after the key", Method: "POST", Path: path, ContentType: js, Body: `{"id":"1","body"`, Status: 400, Reason: "truncated JSON"},
+		{Name: "wrong type: body number", Method: "POST", Path: path, ContentType: js, Body: `{"id":"1","body":5}`, Status: 400, Reason: `field "body" must be a string, not number`},
+		{Name: "wrong type: id object", Method: "POST", Path: path, ContentType: js, Body: `{"id":{"x":1},"body":"b"}`, Status: 400, Reason: `field "id" must be a string, not object`},
+		{Name: "wrong type: body array", Method: "POST", Path: path, ContentType: js, Body: `{"id":"1","body":["b"]}`, Status: 400, Reason: `field "body" must be a string, not array`},
+		{Name: "wrong type: id bool", Method: "POST", Path: path, ContentType: js, Body: `{"id":true,"body":"b"}`, Status: 400, Reason: `field "id" must be a string, not bool`},
+		{Name: "wrong type: array document", Method: "POST", Path: path, ContentType: js, Body: `[{"id":"1","body":"b"}]`, Status: 400, Reason: "request body must be a JSON object, not array"},
+		{Name: "missing: both fields", Method: "POST", Path: path, ContentType: js, Body: `{}`, Status: 400, Reason: "missing or empty field(s): id, body"},
+		{Name: "missing: id", Method: "POST", Path: path, ContentType: js, Body: `{"body":"b","request_id":"r"}`, Status: 400, Reason: "missing or empty field(s): id"},
+		{Name: "missing: null document", Method: "POST", Path: path, ContentType: js, Body: `null`, Status: 400, Reason: "missing or empty field(s): id, body"},
+		{Name: "empty: null fields", Method: "POST", Path: path, ContentType: js, Body: `{"id":null,"body":null}`, Status: 400, Reason: "missing or empty field(s): id, body"},
+		{Name: "empty: blank fields", Method: "POST", Path: path, ContentType: js, Body: `{"id":" \t","body":"\n"}`, Status: 400, Reason: "missing or empty field(s): id, body"},
+		{Name: "empty: whitespace body", Method: "POST", Path: path, ContentType: js, Body: " \r\n\t", Status: 400, Reason: "request body is empty"},
+		{Name: "oversized, chunked", Method: "POST", Path: path, ContentType: js, Chunked: true, Body: `{"id":"1","body":"` + strings.Repeat("x", 2*badBodyLimit) + `"}`, Status: 413, Reason: "request body exceeds the limit of 1024 bytes"},
+		{Name: "oversized, declared", Method: "POST", Path: path, ContentType: js, Body: `{"id":"1","body":"` + strings.Repeat("x", badBodyLimit) + `"}`, Status: 413, Reason: fmt.Sprintf("request body of %d bytes exceeds the limit of 1024 bytes", badBodyLimit+20)},
+		{Name: "content type: form", Method: "POST", Path: path, ContentType: "application/x-www-form-urlencoded", Body: `{"id":"1","body":"b"}`, Status: 415, Reason: `content type "application/x-www-form-urlencoded" is not application/json`},
+		{Name: "content type: unparsable", Method: "POST", Path: path, ContentType: "json;;", Body: `{"id":"1","body":"b"}`, Status: 415, Reason: `content type "json;;" is not application/json`},
+		{Name: "method: PUT", Method: "PUT", Path: path, ContentType: js, Body: `{"id":"1","body":"b"}`, Status: 405, Reason: "method PUT is not allowed on /ID_REQ_KC_STORE7D3BPACKET; use POST"},
+		{Name: "method: DELETE", Method: "DELETE", Path: path, Status: 405, Reason: "method DELETE is not allowed on /ID_REQ_KC_STORE7D3BPACKET; use POST"},
+		{Name: "10,000-byte header", Method: "POST", Path: path, ContentType: js, Body: `{"id":"1","body":"b"}`, BigHeader: true, Status: 431, Reason: "request headers of 10* bytes exceed the limit of 8192 bytes"},
+	})
 
-	t.Run("slowloris body", func(t *testing.T) {
-		status, reason, took := slowBody(t, addr, roles.AlarmPath, slowAlarm)()
-		if status != 400 || !strings.HasPrefix(reason, "reading request body: ") || !strings.Contains(reason, "i/o timeout") {
-			t.Errorf("got %d %q, want 400 with the body read's timeout", status, reason)
-		}
-		if took < badReadTimeout {
-			t.Errorf("answered after %s, before the read timeout of %s", took, badReadTimeout)
-		}
-	})
-	t.Run("slowloris headers", func(t *testing.T) {
-		if took := slowHeaders(t, addr, roles.AlarmPath); took < badReadTimeout {
-			t.Errorf("closed after %s, before the read header timeout of %s", took, badReadTimeout)
-		}
-	})
+	badinput.Slowloris(t, addr, roles.AlarmPath, slowAlarm)
 	if n := b.count(); n != 0 {
 		t.Fatalf("bad input reached the backend %d times: %+v", n, b.received)
 	}
 
 	// Still serving: a valid alarm is forwarded while a slow client holds a connection.
-	slow := slowBody(t, addr, roles.AlarmPath, slowAlarm)
-	status, _, body := badCase{method: "POST", path: path, ctype: js, body: `{"id":"0151","body":"after"}`, requestID: "after-bad-input"}.do(t, base)
+	slow := badinput.SlowBody(t, addr, roles.AlarmPath, slowAlarm)
+	status, _, body := badinput.Case{Method: "POST", Path: path, ContentType: js, Body: `{"id":"0151","body":"after"}`, RequestID: "after-bad-input"}.Do(t, base)
 	if status != 200 {
 		t.Fatalf("valid alarm after bad input: %d %s", status, body)
 	}
-	if status, reason, _ := slow(); status != 400 {
-		t.Errorf("concurrent slow client got %d %q, want 400", status, reason)
-	}
+	slow.CheckTimedOut(t)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if want := (roles.Alarm{ID: "0151", Body: "after", RequestID: "after-bad-input"}); len(b.received) != 1 || b.received[0] != want {
@@ -113,194 +84,5 @@ func TestBadInputIsRejectedAndNotForwarded(t *testing.T) {
 	}
 }
 
-// badCase is one request of bad input and the answer it must get.
-type badCase struct {
-	name         string
-	method, path string
-	ctype        string // "" sends no Content-Type
-	body         string
-	chunked      bool   // hide the length: the body goes chunked
-	bigHeader    bool   // add a 10,000-byte header
-	requestID    string // "" sends none
-	status       int
-	// reason is the JSON error's reason; a * matches any text.
-	reason string
-}
-
-func (c badCase) do(t *testing.T, base string) (int, http.Header, string) {
-	t.Helper()
-	var body io.Reader = strings.NewReader(c.body)
-	if c.chunked {
-		body = io.MultiReader(body)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), badDeadline)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, c.method, base+c.path, body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.ctype != "" {
-		req.Header.Set("Content-Type", c.ctype)
-	}
-	if c.bigHeader {
-		req.Header.Set("X-Big", strings.Repeat("x", 10000))
-	}
-	if c.requestID != "" {
-		req.Header.Set("Request-Id", c.requestID)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, resp.Header, string(b)
-}
-
-func (c badCase) check(t *testing.T, base string) {
-	t.Helper()
-	status, header, body := c.do(t, base)
-	if status != c.status {
-		t.Fatalf("status %d (%s), want %d", status, body, c.status)
-	}
-	if status == http.StatusMethodNotAllowed && header.Get("Allow") != http.MethodPost {
-		t.Errorf("405 with Allow %q, want POST", header.Get("Allow"))
-	}
-	if ct := header.Get("Content-Type"); ct != "application/json" {
-		t.Errorf("Content-Type %q, want application/json", ct)
-	}
-	matchReason(t, body, c.reason)
-}
-
-// matchReason checks that body is exactly {"status":"error","reason":...} with the reason want,
-// in which a * matches any text.
-func matchReason(t *testing.T, body, want string) {
-	t.Helper()
-	var e struct{ Status, Reason string }
-	dec := json.NewDecoder(strings.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&e); err != nil || e.Status != "error" {
-		t.Fatalf("body %q is not a JSON error (%v)", body, err)
-	}
-	if !glob(want, e.Reason) {
-		t.Errorf("reason %q, want %q", e.Reason, want)
-	}
-}
-
-// glob reports whether s matches pattern, in which each * stands for any text.
-func glob(pattern, s string) bool {
-	parts := strings.Split(pattern, "*")
-	if !strings.HasPrefix(s, parts[0]) {
-		return false
-	}
-	s = s[len(parts[0]):]
-	for i, p := range parts[1:] {
-		if i == len(parts)-2 {
-			return strings.HasSuffix(s, p)
-		}
-		j := strings.Index(s, p)
-		if j < 0 {
-			return false
-		}
-		s = s[j+len(p):]
-	}
-	return s == ""
-}
-
 // slowAlarm is a valid alarm, so that only its pace can be why it is not forwarded.
 var slowAlarm = `{"id":"slow","body":"` + strings.Repeat("x", 500) + `"}`
-
-// slowBody sends a POST's headers at once and then body one byte every 20 ms over a raw
-// connection, as a slowloris client does (slowAlarm would take 10 s). The returned answer waits
-// for the server's answer and returns its status, its JSON reason and how long after
-// connecting it came.
-func slowBody(t *testing.T, addr, path, body string) (answer func() (status int, reason string, took time.Duration)) {
-	t.Helper()
-	conn, began := dialRaw(t, addr)
-	head := fmt.Sprintf("POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", path, addr, len(body))
-	if _, err := io.WriteString(conn, head); err != nil {
-		t.Fatal(err)
-	}
-	drip(t, conn, body)
-	return func() (int, string, time.Duration) {
-		t.Helper()
-		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-		if err != nil {
-			t.Fatalf("no answer to the slow body: %v", err)
-		}
-		took := time.Since(began)
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		var e struct{ Reason string }
-		if err := json.Unmarshal(b, &e); err != nil {
-			t.Fatalf("answer %d %q is not JSON", resp.StatusCode, b)
-		}
-		if !resp.Close {
-			t.Errorf("the server keeps the slow client's connection open")
-		}
-		return resp.StatusCode, e.Reason, took
-	}
-}
-
-// slowHeaders sends a request line and the start of its headers at once and then a header
-// value one byte every 20 ms, so the headers never end; it returns how long after connecting
-// the server closed the connection, failing if it answered anything. (Dripped from the first
-// byte, the request line or a header name could be cut short when the timeout strikes, and
-// net/http answers that with a plain-text 400 rather than closing.)
-func slowHeaders(t *testing.T, addr, path string) time.Duration {
-	t.Helper()
-	conn, began := dialRaw(t, addr)
-	if _, err := fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: %s\r\nX-Slow: ", path, addr); err != nil {
-		t.Fatal(err)
-	}
-	drip(t, conn, strings.Repeat("s", 500)+"\r\n\r\n")
-	got, err := io.ReadAll(conn)
-	took := time.Since(began)
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		t.Fatalf("the server did not close the connection within %s", badDeadline)
-	}
-	if len(got) > 0 {
-		t.Errorf("the server answered %q; it should close without a word", got)
-	}
-	return took
-}
-
-// dialRaw connects to addr with every read bounded by badDeadline; the connection closes when
-// the test ends.
-func dialRaw(t *testing.T, addr string) (net.Conn, time.Time) {
-	t.Helper()
-	began := time.Now()
-	conn, err := net.DialTimeout("tcp", addr, badDeadline)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	conn.SetReadDeadline(began.Add(badDeadline))
-	return conn, began
-}
-
-// drip writes s to conn one byte every 20 ms in the background until it is written, a write
-// fails (the server closed) or the test ends.
-func drip(t *testing.T, conn net.Conn, s string) {
-	done, stopped := make(chan struct{}), make(chan struct{})
-	t.Cleanup(func() { close(done); <-stopped })
-	go func() {
-		defer close(stopped)
-		tick := time.NewTicker(20 * time.Millisecond) // the client's pace, not a synchronisation
-		defer tick.Stop()
-		for _, c := range []byte(s) {
-			select {
-			case <-done:
-				return
-			case <-tick.C:
-			}
-			if _, err := conn.Write([]byte{c}); err != nil {
-				return
-			}
-		}
-	}()
-}

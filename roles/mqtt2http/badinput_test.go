@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/lpsdev/lps/internal/testutil"
+	"github.com/lpsdev/lps/internal/testutil/badinput"
 	"github.com/lpsdev/lps/mqttconn/mqtttest"
 	"github.com/lpsdev/lps/roles"
 	"github.com/lpsdev/lps/roles/mqtt2http"
@@ -90,7 +91,7 @@ func TestBadPayloadsAreDeadLettered(t *testing.T) {
 				if !ok {
 					t.Fatalf("no dead letter")
 				}
-				if !glob(c.reason, dl.Reason) {
+				if !badinput.Glob(c.reason, dl.Reason) {
 					t.Errorf("reason %q, want %q", dl.Reason, c.reason)
 				}
 				orig := []byte(dl.Payload)
@@ -118,24 +119,4 @@ func TestBadPayloadsAreDeadLettered(t *testing.T) {
 			t.Errorf("healthz %d %s after bad input", status, body)
 		}
 	})
-}
-
-// glob reports whether s matches pattern, in which each * stands for any text.
-func glob(pattern, s string) bool {
-	parts := strings.Split(pattern, "*")
-	if !strings.HasPrefix(s, parts[0]) {
-		return false
-	}
-	s = s[len(parts[0]):]
-	for i, p := range parts[1:] {
-		if i == len(parts)-2 {
-			return strings.HasSuffix(s, p)
-		}
-		j := strings.Index(s, p)
-		if j < 0 {
-			return false
-		}
-		s = s[j+len(p):]
-	}
-	return s == ""
 }
