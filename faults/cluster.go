@@ -55,6 +55,9 @@ type ClusterConfig struct {
 	Dir string
 	// Broker is the broker to run; "" means Embedded.
 	Broker BrokerKind
+	// MosquittoDebug makes Mosquitto log every packet (log_type all), for finding where a
+	// message went; its log grows by a few hundred bytes per message.
+	MosquittoDebug bool
 	// MosquittoPath is the mosquitto binary; "" means DefaultMosquittoPath, else PATH.
 	MosquittoPath string
 	// Instances is how many comp1, comp2 and bridges of each kind run; zero means 3, as the
@@ -129,6 +132,9 @@ type Cluster struct {
 	BrokerAddr, BrokerAdmin string
 
 	client *http.Client
+
+	sysDepth int       // Mosquitto's queue depth as last read from $SYS (Drain's goroutine only)
+	sysAt    time.Time // when
 
 	mu       sync.Mutex
 	received map[int]map[string]int // rast-sim's received ids per run, from its log
@@ -287,10 +293,14 @@ func (c *Cluster) startBroker(ctx context.Context) error {
 		"autosave_on_changes true", // see Mosquitto: snapshot after every change,
 		"autosave_interval 1",      // the shortest window Mosquitto offers
 		"max_queued_messages 0",    // no bound: a consumer's backlog is never dropped
+		"sys_interval 1",           // $SYS counters every second: how Drain sees Mosquitto's queue
 		"log_dest stderr",
 		"log_type error",
 		"log_type warning",
 		"log_type notice", // connections and disconnections, not every snapshot
+	}
+	if c.cfg.MosquittoDebug {
+		conf = append(conf, "log_type all")
 	}
 	if os.Geteuid() == 0 {
 		conf = append(conf, "user root") // else Mosquitto drops to a user who cannot write dir
@@ -552,7 +562,7 @@ func (c *Cluster) Metric(ctx context.Context, p *Process, name string) (float64,
 
 // snapshot is the state Drain watches.
 type snapshot struct {
-	queueDepth int // embedded broker only
+	queueDepth int // the broker's: embedded from /stats, Mosquitto from $SYS
 	inflight   float64
 	deliveries float64
 	received   int
@@ -575,6 +585,16 @@ func (c *Cluster) snapshot(ctx context.Context) (snapshot, error) {
 			return s, fmt.Errorf("broker stats: %w", err)
 		}
 		s.queueDepth = st.QueueDepth
+	} else {
+		// Mosquitto updates $SYS once a second; asking more often only adds connections.
+		if time.Since(c.sysAt) >= 500*time.Millisecond {
+			depth, err := mosquittoDepth(ctx, c.BrokerAddr)
+			if err != nil {
+				return s, err
+			}
+			c.sysDepth, c.sysAt = depth, time.Now()
+		}
+		s.queueDepth = c.sysDepth
 	}
 	for _, p := range c.MQTT2HTTP {
 		if err := p.cfg.Ready(ctx, p); err != nil {
@@ -611,9 +631,9 @@ type DrainResult struct {
 // mqtt2http is connected and idle (lps_mqtt_inflight_forwards 0 — a message held for a retry
 // counts as in flight), the embedded broker's queue depth (queued plus in flight, from its
 // admin /stats) is 0, and nothing moved for quiet: no delivery at any mqtt2http
-// (lps_mqtt_deliveries_total) and no request at rast-sim. Mosquitto tells no queue depth; the
-// quiet window stands in for it, so it must be longer than the longest pause of a retrying
-// consumer. Drain gives up when ctx ends. The load must have finished before.
+// (lps_mqtt_deliveries_total) and no request at rast-sim. Mosquitto's depth is what its store holds
+// beyond retained messages, from $SYS (at most a second old); the quiet window must be longer
+// than that and than the longest pause of a retrying consumer. Drain gives up when ctx ends. The load must have finished before.
 func (c *Cluster) Drain(ctx context.Context, quiet time.Duration) (DrainResult, error) {
 	start := time.Now()
 	lastChange := start

@@ -422,6 +422,25 @@ func (p *Process) Kill() error {
 	}
 }
 
+// Dump makes a Go process write every goroutine's stack to its log and exit (SIGQUIT), and
+// waits for it: how a hung role shows where it hangs. Only for processes of the lps binary.
+func (p *Process) Dump() error {
+	done := p.exited()
+	if done == nil || !p.Running() {
+		return nil
+	}
+	if err := p.signal(syscall.SIGQUIT); err != nil {
+		return fmt.Errorf("dumping %s: %w", p.cfg.Name, err)
+	}
+	select {
+	case <-done:
+		return nil
+	case <-time.After(killWait):
+		p.Kill()
+		return fmt.Errorf("%s did not exit within %s of SIGQUIT; killed", p.cfg.Name, killWait)
+	}
+}
+
 // LogTail returns up to n bytes of the end of the process's log file.
 func (p *Process) LogTail(n int) string {
 	if p.cfg.LogPath == "" {
