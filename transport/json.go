@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
+	"os"
 	"strings"
 	"unicode/utf8"
 )
@@ -59,7 +61,8 @@ func WriteErr(w http.ResponseWriter, err error) {
 }
 
 // ReadJSONBody reads a request body that must be JSON: a Content-Type other than JSON is 415,
-// a body over the server's limit 413, an empty, truncated, malformed or non-UTF-8 body 400.
+// a body over the server's limit 413, a body not received within the server's read timeout 408,
+// an empty, truncated, malformed or non-UTF-8 body 400 (a failed read as BodyReadError says).
 // A missing Content-Type is accepted, as the original services did.
 func ReadJSONBody(r *http.Request) ([]byte, error) {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
@@ -70,11 +73,7 @@ func ReadJSONBody(r *http.Request) ([]byte, error) {
 	}
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return nil, Errorf(http.StatusRequestEntityTooLarge, "request body exceeds the limit of %d bytes", tooBig.Limit)
-		}
-		return nil, Errorf(http.StatusBadRequest, "reading request body: %v", err)
+		return nil, BodyReadError(err)
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, Errorf(http.StatusBadRequest, "request body is empty")
@@ -83,6 +82,22 @@ func ReadJSONBody(r *http.Request) ([]byte, error) {
 		return nil, Errorf(http.StatusBadRequest, "request body is not valid UTF-8")
 	}
 	return body, nil
+}
+
+// BodyReadError is the answer to a request body whose read failed with err: 413 for a body
+// over the server's limit, 408 Request Timeout for a read that timed out (a slow client that
+// the server's read timeout cut off), 400 for anything else.
+func BodyReadError(err error) *HTTPError {
+	var tooBig *http.MaxBytesError
+	var netErr net.Error
+	switch {
+	case errors.As(err, &tooBig):
+		return Errorf(http.StatusRequestEntityTooLarge, "request body exceeds the limit of %d bytes", tooBig.Limit)
+	case errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
+		return Errorf(http.StatusRequestTimeout, "reading request body: %v", err)
+	default:
+		return Errorf(http.StatusBadRequest, "reading request body: %v", err)
+	}
 }
 
 // DecodeJSON decodes one JSON value from body into v, answering 400 with a reason that names

@@ -6,8 +6,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -307,5 +310,34 @@ func TestDecodeJSONErrors(t *testing.T) {
 		if err != nil && (!errors.As(err, &he) || he.Status != 400) {
 			t.Errorf("%s: want a 400 HTTPError, got %v", tc.in, err)
 		}
+	}
+}
+
+// failingBody is a request body whose every read fails with err.
+type failingBody struct{ err error }
+
+func (b failingBody) Read([]byte) (int, error) { return 0, b.err }
+
+func TestReadJSONBodyReadErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		err    error
+		status int
+		reason string
+	}{
+		{"read timeout", &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}, http.StatusRequestTimeout, "reading request body: read tcp: i/o timeout"},
+		{"over the limit", &http.MaxBytesError{Limit: 10}, http.StatusRequestEntityTooLarge, "request body exceeds the limit of 10 bytes"},
+		{"cut short", io.ErrUnexpectedEOF, http.StatusBadRequest, "reading request body: unexpected EOF"},
+		{"connection reset", &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}, http.StatusBadRequest, "reading request body: read tcp: connection reset by peer"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodPost, "/", failingBody{tc.err})
+			r.Header.Set("Content-Type", "application/json")
+			_, err := ReadJSONBody(r)
+			var he *HTTPError
+			if !errors.As(err, &he) || he.Status != tc.status || he.Reason != tc.reason {
+				t.Errorf("got %v, want %d %s", err, tc.status, tc.reason)
+			}
+		})
 	}
 }

@@ -12,7 +12,6 @@ package rastsim
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -186,12 +185,7 @@ func (s *Sim) serveCommand(w http.ResponseWriter, r *http.Request) {
 	// the connection, so that a client that goes away cancels the request's context and ends
 	// its sleep.
 	if _, err := io.Copy(io.Discard, r.Body); err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			transport.WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds the limit of %d bytes", tooBig.Limit))
-			return
-		}
-		transport.WriteError(w, http.StatusBadRequest, "reading request body: "+err.Error())
+		transport.WriteErr(w, transport.BodyReadError(err))
 		return
 	}
 	id := transport.RequestIDFrom(r.Context())

@@ -201,13 +201,13 @@ func (s *SlowClient) Answer(t testing.TB) (status int, reason string, took time.
 	return resp.StatusCode, e.Reason, took
 }
 
-// CheckTimedOut waits for the server's answer and checks that it is the body read's timeout,
-// given no sooner than ReadTimeout.
+// CheckTimedOut waits for the server's answer and checks that it is 408 Request Timeout with
+// the body read's timeout as the reason, given no sooner than ReadTimeout.
 func (s *SlowClient) CheckTimedOut(t testing.TB) {
 	t.Helper()
 	status, reason, took := s.Answer(t)
-	if status != http.StatusBadRequest || !strings.HasPrefix(reason, "reading request body: ") || !strings.Contains(reason, "i/o timeout") {
-		t.Errorf("got %d %q, want 400 with the body read's timeout", status, reason)
+	if status != http.StatusRequestTimeout || !strings.HasPrefix(reason, "reading request body: ") || !strings.Contains(reason, "i/o timeout") {
+		t.Errorf("got %d %q, want 408 with the body read's timeout", status, reason)
 	}
 	if took < ReadTimeout {
 		t.Errorf("answered after %s, before the read timeout of %s", took, ReadTimeout)
