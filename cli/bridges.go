@@ -115,6 +115,7 @@ dead-letter topic with the reason. Its admin listener serves /healthz, /readyz a
 	fs.DurationVar(&cfg.RetryBase, "retry-base", mqtt2http.DefaultRetryBase, "first retry delay; it doubles, with jitter, up to --retry-max")
 	fs.DurationVar(&cfg.RetryMax, "retry-max", mqtt2http.DefaultRetryMax, "longest retry delay")
 	fs.StringVar(&cfg.DeadLetterTopic, "dead-letter-topic", mqtt2http.DefaultDeadLetterTopic, "where undeliverable messages go, with the reason")
+	fs.IntVar(&cfg.MaxPayloadBytes, "max-payload-bytes", 1<<20, "largest payload forwarded; larger ones go to the dead-letter topic at once")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", mqtt2http.DefaultDrainTimeout, "on shutdown, how long forwards in flight may finish before they are left to the broker")
 	aliasEnv(fs, "topic", alias{name: "MQTT_TOPIC"})
 	aliasEnv(fs, "qos", alias{name: "MQTT_QOS"})
@@ -133,6 +134,9 @@ dead-letter topic with the reason. Its admin listener serves /healthz, /readyz a
 		}
 		if cfg.RetryBase <= 0 || cfg.RetryMax < cfg.RetryBase {
 			return &ConfigError{fmt.Errorf("invalid --retry-base %s / --retry-max %s: need 0 < base <= max", cfg.RetryBase, cfg.RetryMax)}
+		}
+		if cfg.MaxPayloadBytes <= 0 {
+			return &ConfigError{fmt.Errorf("invalid --max-payload-bytes %d: must be positive", cfg.MaxPayloadBytes)}
 		}
 		cfg.ServiceName = cfg.Admin.ServiceName
 		return a.serve(cmd, &cfg.Admin, func() (runner, error) { return mqtt2http.New(cfg) })

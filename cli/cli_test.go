@@ -86,6 +86,8 @@ func TestInvalidConfigurationStopsWithOneLineNamingTheFlag(t *testing.T) {
 		{"upstream list with a bad entry", []string{"mqtt2http", "--broker", "mqtt://b:1883", "--upstream", "http://a,ftp://b"}, nil, "--upstream"},
 		{"upstream listed twice", []string{"comp1", "--upstream", "http://a,http://a"}, nil, "twice"},
 		{"negative forward timeout", []string{"comp2", "--upstream", "http://a", "--forward-timeout", "-1s"}, nil, "--forward-timeout"},
+		{"zero max payload", []string{"mqtt2http", "--broker", "mqtt://b:1883", "--upstream", "http://a", "--max-payload-bytes", "0"}, nil, "invalid --max-payload-bytes 0"},
+		{"negative max payload from env", []string{"mqtt2http", "--broker", "mqtt://b:1883", "--upstream", "http://a"}, map[string]string{"LPS_MAX_PAYLOAD_BYTES": "-1"}, "invalid --max-payload-bytes -1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errOut bytes.Buffer
