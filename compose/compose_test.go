@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -25,13 +26,16 @@ import (
 )
 
 const (
-	// alarms is how many alarms each test sends, at sendRate a second, so that the LPS test's
-	// outage falls in the middle of the sending.
-	alarms   = 1000
-	sendRate = 25
-	// The LPS test stops faultServices once faultAfter alarms were answered, for outage.
-	faultAfter = 250
-	outage     = 15 * time.Second
+	// alarms is how many alarms a topology test sends under the first compose command, at
+	// sendRate a second, so that the LPS test's outage falls in the middle of the sending. Under
+	// the other command it sends shortAlarms: there the command's handling of the topology
+	// (up, health, stop, start, down) is under test, not the load, and the package's test must
+	// stay well inside go test's 10-minute default on a busy machine.
+	alarms      = 1000
+	shortAlarms = 250
+	sendRate    = 25
+	// The LPS test stops faultServices once a quarter of its alarms were answered, for outage.
+	outage = 15 * time.Second
 
 	// Deadlines of the steps; each bounds a loop.
 	buildTimeout   = 10 * time.Minute // a cold go build cache on a busy machine
@@ -59,22 +63,71 @@ var (
 	faultServices = []string{"ars-comp-2-1", "proxy2-2"}
 )
 
-// The baseline: 1,000 alarms through comp1 -> comp2 -> rast-sim, each arriving exactly once.
-func TestBaselineTopology(t *testing.T) {
-	e := newEngine(t)
-	top := e.up(t, e.buildImage(t), baselineServices, nil, "baseline.yml")
-	ids := top.sendAlarms(t, alarms, nil)
-	top.verify(t, ids, false)
+// Every file and overlay is valid for each compose command, without a warning, and has the
+// services and volumes the tests expect.
+func TestConfig(t *testing.T) {
+	newEngines(t).each(t, func(t *testing.T, e *engine) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		for _, tt := range []struct {
+			files             []string
+			services, volumes []string
+		}{
+			{[]string{"baseline.yml"}, baselineServices, nil},
+			{[]string{"baseline.yml", "baseline.wan.yml"}, baselineServices, nil},
+			{[]string{"lps.yml"}, lpsServices, []string{"broker-data"}},
+			{[]string{"lps.yml", "lps.wan.yml"}, lpsServices, []string{"broker-data"}},
+		} {
+			project := "lpstest" + randomName()
+			if out, err := e.run(ctx, nil, project, tt.files, "config", "-q"); err != nil || strings.TrimSpace(out) != "" {
+				t.Errorf("%v config -q: %v; want no output, got:\n%s", tt.files, err, out)
+			}
+			for _, k := range []struct {
+				flag string
+				want []string
+			}{{"--services", tt.services}, {"--volumes", tt.volumes}} {
+				out, err := e.run(ctx, nil, project, tt.files, "config", k.flag)
+				if err != nil {
+					t.Errorf("%v config %s: %v\n%s", tt.files, k.flag, err, out)
+					continue
+				}
+				got, want := strings.Fields(out), slices.Clone(k.want)
+				sort.Strings(got)
+				sort.Strings(want)
+				if !slices.Equal(got, want) {
+					t.Errorf("%v config %s: got %v, want %v", tt.files, k.flag, got, want)
+				}
+			}
+		}
+	})
 }
 
-// The LPS: 1,000 alarms, with ars-comp-2-1 and proxy2-2 stopped for 15 s in the middle; every
-// alarm answered 2xx arrives at rast-sim exactly once and the broker's queue drains.
-func TestLPSTopology(t *testing.T) {
-	e := newEngine(t)
-	top := e.up(t, e.buildImage(t), lpsServices, nil, "lps.yml")
+// The baseline: 1,000 alarms (250 under the second compose command) through comp1 -> comp2 ->
+// rast-sim, each arriving exactly once; under each compose command.
+func TestBaselineTopology(t *testing.T) {
+	engines := newEngines(t)
+	image := buildImage(t)
+	engines.each(t, func(t *testing.T, e *engine) {
+		top := e.up(t, image, baselineServices, nil, "baseline.yml")
+		ids := top.sendAlarms(t, e.alarms, nil)
+		top.verify(t, ids, false)
+	})
+}
 
-	// The outage runs beside the sending, started by the faultAfter-th answer. A test that
-	// stops early cancels it, and waits for it before the topology goes down.
+// The LPS: 1,000 alarms (250 under the second compose command), with ars-comp-2-1 and proxy2-2
+// stopped for 15 s from a quarter of them on; every alarm answered 2xx arrives at rast-sim
+// exactly once and the broker's queue drains; under each compose command.
+func TestLPSTopology(t *testing.T) {
+	engines := newEngines(t)
+	image := buildImage(t)
+	engines.each(t, func(t *testing.T, e *engine) { testLPS(t, e, image) })
+}
+
+func testLPS(t *testing.T, e *engine, image string) {
+	top := e.up(t, image, lpsServices, nil, "lps.yml")
+
+	// The outage runs beside the sending, started by the answer to a quarter of the alarms. A
+	// test that stops early cancels it, and waits for it before the topology goes down.
 	trigger := make(chan struct{})
 	var once sync.Once
 	faultCtx, stopFault := context.WithCancel(context.Background())
@@ -90,8 +143,8 @@ func TestLPSTopology(t *testing.T) {
 	waitFault := sync.OnceValue(func() error { return <-faultDone })
 	t.Cleanup(func() { stopFault(); waitFault() })
 
-	ids := top.sendAlarms(t, alarms, func(answered int) {
-		if answered >= faultAfter {
+	ids := top.sendAlarms(t, e.alarms, func(answered int) {
+		if answered >= e.alarms/4 {
 			once.Do(func() { close(trigger) })
 		}
 	})
@@ -109,10 +162,10 @@ func TestLPSTopology(t *testing.T) {
 
 // The WAN overlay: the baseline's proxies shape their own interface (LPS_WAN_PROFILE, NET_ADMIN,
 // user 0) and still deliver; rast-sim is not shaped. Without NET_ADMIN a role does not start and
-// says in one line what to add.
+// says in one line what to add. The overlay runs under each compose command.
 func TestWANOverlay(t *testing.T) {
-	e := newEngine(t)
-	image := e.buildImage(t)
+	engines := newEngines(t)
+	image := buildImage(t)
 	ctx, cancel := context.WithTimeout(context.Background(), upTimeout+healthyTimeout+sendTimeout)
 	defer cancel()
 	out, err := run(ctx, nil, "", "docker", "run", "--rm", image, "--help")
@@ -159,38 +212,61 @@ func TestWANOverlay(t *testing.T) {
 	})
 
 	t.Run("shaped baseline", func(t *testing.T) {
-		shaped := baselineServices[:6] // not ars-comp-3
-		top := e.up(t, image, baselineServices, []string{"LPS_WAN_PROFILE=corporate-wan"}, "baseline.yml", "baseline.wan.yml")
-		for _, svc := range baselineServices {
-			out, err := top.composeRun(ctx, "logs", "--no-color", svc)
-			if err != nil {
-				t.Fatalf("logs of %s: %v", svc, err)
+		engines.each(t, func(t *testing.T, e *engine) {
+			shaped := baselineServices[:6] // not ars-comp-3
+			top := e.up(t, image, baselineServices, []string{"LPS_WAN_PROFILE=corporate-wan"}, "baseline.yml", "baseline.wan.yml")
+			for _, svc := range baselineServices {
+				out, err := top.composeRun(ctx, "logs", "--no-color", svc)
+				if err != nil {
+					t.Fatalf("logs of %s: %v", svc, err)
+				}
+				applied := strings.Contains(out, "wan profile applied")
+				if applied != slices.Contains(shaped, svc) {
+					t.Errorf("%s: wan profile applied: %v, want %v; its log:\n%s", svc, applied, !applied, out)
+				}
+				if svc == shaped[0] && strings.Contains(out, "no netem") {
+					t.Logf("this kernel has no netem: the services shape the rates only")
+				}
 			}
-			applied := strings.Contains(out, "wan profile applied")
-			if applied != slices.Contains(shaped, svc) {
-				t.Errorf("%s: wan profile applied: %v, want %v; its log:\n%s", svc, applied, !applied, out)
-			}
-			if svc == shaped[0] && strings.Contains(out, "no netem") {
-				t.Logf("this kernel has no netem: the services shape the rates only")
-			}
-		}
-		ids := top.sendAlarms(t, 100, nil)
-		top.verify(t, ids, false)
+			ids := top.sendAlarms(t, 100, nil)
+			top.verify(t, ids, false)
+		})
 	})
 }
 
-// engine is the Docker engine and the compose command the test drives.
+// engine is one compose command the tests drive, on the machine's Docker engine.
 type engine struct {
 	compose []string // "docker compose" or "docker-compose"
+	name    string   // "v2" or "v1", from its version: the name of the subtests that use it
+	alarms  int      // how many alarms a topology test sends: alarms for the first, else shortAlarms
 }
 
-// newEngine skips the test without a Docker engine and compose, or fails it when
-// LPS_REQUIRE_DOCKER=1.
-func newEngine(t *testing.T) *engine {
+// versionRE finds the version in the first line that "docker compose version" ("Docker Compose
+// version v2.40.3") or "docker-compose version" ("docker-compose version 1.29.2, build unknown")
+// prints, and its major.
+var versionRE = regexp.MustCompile(`version v?(([0-9]+)\.[0-9]+\.[0-9]+\S*?),?(\s|$)`)
+
+// engines are the compose commands each topology is tested with, one after the other.
+type engines []*engine
+
+// each runs f as a subtest under each compose command, in turn.
+func (es engines) each(t *testing.T, f func(t *testing.T, e *engine)) {
 	t.Helper()
+	for _, e := range es {
+		t.Run(e.name, func(t *testing.T) { f(t, e) })
+	}
+}
+
+// newEngines returns the compose commands to test with: docker compose v2 and docker-compose
+// v1 by default, or those LPS_COMPOSE names, separated by commas ("docker compose" tests v2
+// only). Without a Docker engine, or without one of them, it skips the test, or fails it when
+// LPS_REQUIRE_DOCKER=1 (.ci/run installs both: scripts/install-compose-v2.sh builds v2).
+func newEngines(t *testing.T) engines {
+	t.Helper()
+	required := os.Getenv("LPS_REQUIRE_DOCKER") == "1"
 	unavailable := func(format string, args ...any) {
 		t.Helper()
-		if os.Getenv("LPS_REQUIRE_DOCKER") == "1" {
+		if required {
 			t.Fatalf("LPS_REQUIRE_DOCKER=1, but "+format, args...)
 		}
 		t.Skipf("skipping: "+format+" (LPS_REQUIRE_DOCKER=1 makes this a failure)", args...)
@@ -203,24 +279,74 @@ func newEngine(t *testing.T) *engine {
 	if out, err := run(ctx, nil, "", "docker", "info", "--format", "{{.ServerVersion}}"); err != nil {
 		unavailable("no Docker engine: %v: %s", err, firstLine(out))
 	}
+
+	// By default both majors are wanted: "docker-compose" may be a standalone v2 too.
 	candidates := [][]string{{"docker", "compose"}, {"docker-compose"}}
-	if c := strings.Fields(os.Getenv("LPS_COMPOSE")); len(c) > 0 {
-		candidates = [][]string{c}
-	}
-	for _, c := range candidates {
-		out, err := run(ctx, nil, "", c[0], append(c[1:], "version")...)
-		if err == nil {
-			t.Logf("compose: %s: %s", strings.Join(c, " "), firstLine(out))
-			return &engine{compose: c}
+	want := []string{"v2", "v1"}
+	if env := os.Getenv("LPS_COMPOSE"); strings.TrimSpace(env) != "" {
+		candidates, want = nil, nil
+		for _, c := range strings.Split(env, ",") {
+			if f := strings.Fields(c); len(f) > 0 {
+				candidates = append(candidates, f)
+			}
 		}
 	}
-	unavailable("no compose command (tried %v)", candidates)
-	return nil
+	var (
+		es      engines
+		missing []string
+	)
+	for _, c := range candidates {
+		cmd := strings.Join(c, " ")
+		out, err := run(ctx, nil, "", c[0], append(c[1:], "version")...)
+		m := versionRE.FindStringSubmatch(firstLine(out))
+		if err != nil {
+			missing = append(missing, fmt.Sprintf("%v: %s", err, firstLine(out)))
+			continue
+		}
+		if m == nil {
+			missing = append(missing, fmt.Sprintf("%s version printed no version: %q", cmd, firstLine(out)))
+			continue
+		}
+		v, name := m[1], "v"+m[2]
+		if slices.ContainsFunc(es, func(e *engine) bool { return e.name == name }) {
+			t.Logf("compose: %s is %s as well; testing with the first only", cmd, v)
+			continue
+		}
+		t.Logf("compose %s: %s %s", name, cmd, v)
+		es = append(es, &engine{compose: c, name: name, alarms: shortAlarms})
+	}
+	for _, w := range want {
+		if !slices.ContainsFunc(es, func(e *engine) bool { return e.name == w }) {
+			missing = append(missing, "no compose "+w)
+		}
+	}
+	if len(es) > 0 {
+		es[0].alarms = alarms
+	}
+	switch {
+	case len(es) == 0:
+		unavailable("no compose command: %s", strings.Join(missing, "; "))
+	case len(missing) > 0 && required:
+		unavailable("not every compose command works (scripts/install-compose-v2.sh installs v2; LPS_COMPOSE picks the commands): %s",
+			strings.Join(missing, "; "))
+	case len(missing) > 0:
+		t.Logf("testing with %d compose command(s) only: %s", len(es), strings.Join(missing, "; "))
+	}
+	return es
+}
+
+// run runs the compose command on the project made of files, with the extra environment env.
+func (e *engine) run(ctx context.Context, env []string, project string, files []string, args ...string) (string, error) {
+	full := append(slices.Clone(e.compose[1:]), "-p", project)
+	for _, f := range files {
+		full = append(full, "-f", f)
+	}
+	return run(ctx, env, "", e.compose[0], append(full, args...)...)
 }
 
 // buildImage builds the static binary and the image from ../Dockerfile under a tag of its own,
 // removed when the test ends.
-func (e *engine) buildImage(t *testing.T) string {
+func buildImage(t *testing.T) string {
 	t.Helper()
 	root, err := filepath.Abs("..")
 	if err != nil {
@@ -329,12 +455,7 @@ func (e *engine) up(t *testing.T, image string, services, env []string, files ..
 
 // composeRun runs the compose command on the project.
 func (top *topology) composeRun(ctx context.Context, args ...string) (string, error) {
-	c := top.e.compose
-	full := append(slices.Clone(c[1:]), "-p", top.project)
-	for _, f := range top.files {
-		full = append(full, "-f", f)
-	}
-	return run(ctx, top.env, "", c[0], append(full, args...)...)
+	return top.e.run(ctx, top.env, top.project, top.files, args...)
 }
 
 // down removes the project's containers, networks and volumes, showing the state and recent

@@ -14,6 +14,11 @@
 // of ars-comp-2-1 and proxy2-2) and checks at rast-sim that each arrived exactly once; it runs
 // the baseline with its WAN overlay too, and a role without NET_ADMIN. It leaves no container,
 // network, volume or image behind. It is skipped without a Docker engine unless
-// LPS_REQUIRE_DOCKER=1. LPS_COMPOSE picks the compose command ("docker compose" or
-// "docker-compose"); by default v2 when present, else v1.
+// LPS_REQUIRE_DOCKER=1.
+//
+// Every topology, and a config check of every file, runs under both docker compose v2 and
+// docker-compose v1 (subtests v2 and v1), one after the other. Without one of them the test
+// runs with the other, or fails when LPS_REQUIRE_DOCKER=1; ../scripts/install-compose-v2.sh
+// builds v2 from source. LPS_COMPOSE names the commands to use instead, separated by commas
+// ("docker compose" tests v2 only).
 package compose
