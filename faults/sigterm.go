@@ -130,14 +130,6 @@ func (s *SigtermScenario) record(sd Shutdown) {
 	s.mu.Unlock()
 }
 
-// Why the backend may see an alarm twice when the broker stops gracefully: its clients lose
-// their connection as when it is killed.
-const dupBrokerStop = "a graceful stop of the broker still drops every client's connection: a publish whose " +
-	"PUBCOMP had not come back is answered 503 although the broker may have taken it, and the load's retry " +
-	"becomes a second MQTT message; an acknowledgement lost with the connection makes the broker deliver a " +
-	"forwarded message again, possibly to another mqtt2http and so through another comp2, whose dedup window " +
-	"never saw it"
-
 // sigtermRole says how a role's scenario picks its victim and gets work in flight before the
 // signal.
 type sigtermRole struct {
@@ -155,9 +147,8 @@ type sigtermRole struct {
 	// must still be answered.
 	hold func(*Cluster) (release func())
 	// stopping is the message the victim logs when its shutdown begins.
-	stopping   string
-	setup      func(*ClusterConfig)
-	duplicates string
+	stopping string
+	setup    func(*ClusterConfig)
 }
 
 func one(ps func(*Cluster) []*Process) func(*Cluster) *Process {
@@ -221,7 +212,10 @@ var sigtermRoles = map[string]sigtermRole{
 		metric:      "lps_mqtt_inflight_forwards",
 		watch:       func(c *Cluster) []*Process { return c.MQTT2HTTP },
 		slowBackend: true,
-		duplicates:  dupBrokerStop,
+		// The broker's stop drops every connection: a publish whose PUBCOMP had not come back is
+		// answered 503 and sent again by the load, an acknowledgement lost with the connection
+		// makes the broker deliver a forwarded message again. Both copies go to the comp2 their
+		// Request-Id picks, whose dedup window answers the second: none reaches the backend.
 	},
 }
 
@@ -241,11 +235,10 @@ func NewSigtermScenario(role string) (*SigtermScenario, error) {
 	}
 	s := &SigtermScenario{Role: role}
 	s.Scenario = Scenario{
-		Name:       "sigterm-" + role,
-		Title:      r.title,
-		Setup:      r.setup,
-		Duplicates: r.duplicates,
-		Inject:     func(ctx context.Context, e *Env) error { return s.inject(ctx, e, r) },
+		Name:   "sigterm-" + role,
+		Title:  r.title,
+		Setup:  r.setup,
+		Inject: func(ctx context.Context, e *Env) error { return s.inject(ctx, e, r) },
 	}
 	return s, nil
 }

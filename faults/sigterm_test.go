@@ -29,7 +29,8 @@ func sigtermConfig() (faults.RunConfig, func(*faults.ClusterConfig)) {
 
 // TestSigterm stops one process of each role gracefully (SIGTERM) under load, on both brokers:
 // it must exit by itself with status 0 within its shutdown grace, and after its restart and the
-// drain no alarm answered 2xx may be missing at rast-sim (runScenario's checks).
+// drain no alarm answered 2xx may be missing at rast-sim, nor reach it twice (runScenario's
+// checks).
 func TestSigterm(t *testing.T) {
 	runCfg, tune := sigtermConfig()
 	var mu sync.Mutex
