@@ -32,9 +32,9 @@ const (
 	// HTTPGrace is the HTTP roles' (comp1, comp2, http2mqtt, rast-sim): --shutdown-timeout's
 	// default of 65 s for the requests in flight, plus 5 s.
 	HTTPGrace = 70 * time.Second
-	// MQTT2HTTPGrace is mqtt2http's: --drain-timeout's 15 s for the forwards in flight, then up
-	// to 5 s until the acknowledgements are sent.
-	MQTT2HTTPGrace = 20 * time.Second
+	// MQTT2HTTPGrace is mqtt2http's (compose's stop_grace_period): --drain-timeout's 15 s for
+	// the forwards in flight, up to 5 s until the acknowledgements are sent, 5 s to disconnect.
+	MQTT2HTTPGrace = 30 * time.Second
 	// BrokerGrace is the broker's (the embedded one or Mosquitto).
 	BrokerGrace = 30 * time.Second
 )
