@@ -375,7 +375,7 @@ func exitStatus(err error) (code int, signal string) {
 }
 
 // startBrokerAgain starts the stopped broker on its data and waits until every process is
-// ready. Mosquitto does not persist shared subscriptions, so, as in restartBroker, its
+// ready. Mosquitto does not persist shared subscriptions, so its
 // publishers stay cut off until every mqtt2http has subscribed again.
 func startBrokerAgain(ctx context.Context, e *Env) error {
 	c := e.Cluster
