@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -16,29 +15,6 @@ import (
 	"github.com/lpsdev/lps/roles"
 	"github.com/lpsdev/lps/roles/comp1"
 )
-
-// lastAlarm is an upstream that counts the alarms it received and keeps the last one.
-type lastAlarm struct {
-	mu    sync.Mutex
-	n     int
-	alarm roles.Alarm
-}
-
-func (b *lastAlarm) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	var a roles.Alarm
-	json.NewDecoder(r.Body).Decode(&a)
-	b.mu.Lock()
-	b.n++
-	b.alarm = a
-	b.mu.Unlock()
-	io.WriteString(w, `{"status":"success"}`)
-}
-
-func (b *lastAlarm) last() (int, roles.Alarm) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.n, b.alarm
-}
 
 // FuzzDeviceRequest posts arbitrary query strings and bodies to a running comp1 and checks
 // its decoding of external input end to end: an alarm is forwarded, carrying exactly the
@@ -65,7 +41,7 @@ func FuzzDeviceRequest(f *testing.F) {
 	} {
 		f.Add(seed.query, []byte(seed.body), seed.json)
 	}
-	b := &lastAlarm{}
+	b := &testutil.LastAlarm{Answer: `{"status":"success"}`}
 	up := httptest.NewServer(b)
 	f.Cleanup(up.Close)
 	cfg := comp1.Config{Upstream: roles.Upstream{URL: up.URL, Timeout: 10 * time.Second}}
@@ -117,14 +93,14 @@ func FuzzDeviceRequest(f *testing.F) {
 			valid = valid && jsonType && utf8.Valid(body) && perr == nil
 		}
 
-		before, _ := b.last()
+		before, _ := b.Last()
 		resp, err := client.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
 		answer, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		after, got := b.last()
+		after, got := b.Last()
 		switch {
 		case resp.StatusCode == http.StatusOK && valid:
 			if w := (roles.Alarm{ID: want.Phone, Body: want.Body()}); after != before+1 || got != w {

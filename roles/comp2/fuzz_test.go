@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"sync"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -26,29 +25,6 @@ var fuzzContentTypes = []struct {
 	{"text/plain", false}, {"application/x-www-form-urlencoded", false}, {"json;;", false},
 }
 
-// lastAlarm is a backend that counts the alarms it received and keeps the last one.
-type lastAlarm struct {
-	mu    sync.Mutex
-	n     int
-	alarm roles.Alarm
-}
-
-func (b *lastAlarm) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	var a roles.Alarm
-	json.NewDecoder(r.Body).Decode(&a)
-	b.mu.Lock()
-	b.n++
-	b.alarm = a
-	b.mu.Unlock()
-	io.WriteString(w, "Success")
-}
-
-func (b *lastAlarm) last() (int, roles.Alarm) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.n, b.alarm
-}
-
 // FuzzAlarmRequest posts arbitrary bodies to a running comp2 and checks its decoding of
 // external input end to end: an alarm is forwarded, exactly as roles.ParseAlarm reads it and
 // with the Request-Id it answered, if and only if the body is a valid UTF-8 alarm within the
@@ -63,7 +39,7 @@ func FuzzAlarmRequest(f *testing.F) {
 	} {
 		f.Add([]byte(seed), uint8(i))
 	}
-	b := &lastAlarm{}
+	b := &testutil.LastAlarm{Answer: "Success"}
 	up := httptest.NewServer(b)
 	f.Cleanup(up.Close)
 	cfg := comp2.Config{Upstream: roles.Upstream{URL: up.URL, Timeout: 10 * time.Second}}
@@ -86,14 +62,14 @@ func FuzzAlarmRequest(f *testing.F) {
 		if ctype.value != "" {
 			req.Header.Set("Content-Type", ctype.value)
 		}
-		before, _ := b.last()
+		before, _ := b.Last()
 		resp, err := client.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
 		answer, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		after, got := b.last()
+		after, got := b.Last()
 
 		parsed, perr := roles.ParseAlarm(body)
 		valid := ctype.ok && len(body) <= limit && utf8.Valid(body) && perr == nil
