@@ -1136,7 +1136,12 @@ func (d *dispatcher) load() error {
 				s.queue.push(m)
 			case m.group != "" && m.state == statePublished:
 				// Every member is offline after a restart, as after a
-				// disconnect: the message goes back to its group.
+				// disconnect: the message goes back to its group. The
+				// member may still hold its flow and acknowledge it late, so
+				// its packet id is not handed out again soon: ids continue
+				// after the highest one in flight at the crash, as they do
+				// after a disconnect, when lastID lives on in memory.
+				s.lastID = max(s.lastID, m.packetID)
 				d.unstoreClientMsg(&b, s, m)
 				d.requeue(&b, m)
 			default:

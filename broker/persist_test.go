@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/eclipse/paho.golang/paho"
@@ -167,7 +168,14 @@ func TestKilledBrokerKeepsMessages(t *testing.T) {
 	col := newCollector()
 	opts := consumer("legacy-proxy-2-1", held, col, 0)
 	holding := opts
-	holding.onPublish = func(_ *paho.Client, p *paho.Publish) { col.add(string(p.Payload)) }
+	var idsMu sync.Mutex
+	heldIDs := map[uint16]bool{} // packet ids of the flows the consumer still holds at the kill
+	holding.onPublish = func(_ *paho.Client, p *paho.Publish) {
+		col.add(string(p.Payload))
+		idsMu.Lock()
+		heldIDs[p.PacketID] = true
+		idsMu.Unlock()
+	}
 	c := mustDial(t, addr, holding)
 	subscribe(t, c, sharedFilter)
 
@@ -194,7 +202,19 @@ func TestKilledBrokerKeepsMessages(t *testing.T) {
 		t.Fatalf("after restart: QueueDepth %d (stats %+v), want %d queued and 1 retained", b.QueueDepth(), st, n)
 	}
 
-	c2, ca, err := dial(t, b.Addr().String(), opts)
+	// The consumer may still hold those flows (an acknowledgement it sends late would complete
+	// another message that reused the id), so the restarted broker must not reuse their ids.
+	reused := 0
+	after := opts
+	after.onPublish = func(c *paho.Client, p *paho.Publish) {
+		idsMu.Lock()
+		if heldIDs[p.PacketID] {
+			reused++
+		}
+		idsMu.Unlock()
+		opts.onPublish(c, p)
+	}
+	c2, ca, err := dial(t, b.Addr().String(), after)
 	if err != nil {
 		t.Fatalf("reconnecting consumer: %v", err)
 	}
@@ -205,6 +225,11 @@ func TestKilledBrokerKeepsMessages(t *testing.T) {
 	eventually(t, testTimeout, func() bool { return col.distinct() == n },
 		"consumer to get %d messages (has %d, missing e.g. %v)", n, col.distinct(), col.missing(want))
 	eventually(t, testTimeout, func() bool { return b.QueueDepth() == 0 }, "broker drained")
+	idsMu.Lock()
+	if reused != 0 {
+		t.Errorf("the restarted broker reused %d packet ids the consumer held at the kill", reused)
+	}
+	idsMu.Unlock()
 	if d := col.duplicates(); d != held {
 		t.Errorf("duplicates = %d, want %d (the messages held unacknowledged at the kill)", d, held)
 	}
