@@ -119,6 +119,7 @@ LPS_<FLAG> and, where the original Python services had one, its original name.`,
 		a.newHTTP2MQTTCmd(),
 		a.newMQTT2HTTPCmd(),
 		a.newUpCmd(),
+		a.newLoadCmd(),
 		a.newProbeCmd(),
 		a.newVersionCmd(),
 	)
