@@ -257,11 +257,11 @@ func (a *app) runLoad(cmd *cobra.Command, f loadFlags) error {
 	if f.devices > 0 {
 		model = fmt.Sprintf("closed model, %d devices, think %s", f.devices, f.think)
 	}
-	howLong := "for " + f.duration.String()
+	howLong := ", for " + f.duration.String()
 	if f.duration == 0 {
-		howLong = "until Ctrl-C"
+		howLong = ", until Ctrl-C"
 	}
-	fmt.Fprintf(stderr, "lps load: %s %s to %s (Request-Id prefix %s); Ctrl-C stops\n", model, howLong, strings.Join(f.urls, ", "), load.Prefix())
+	fmt.Fprintf(stderr, "lps load: %s%s, to %s (Request-Id prefix %s); Ctrl-C stops\n", model, howLong, strings.Join(f.urls, ", "), load.Prefix())
 
 	start := time.Now()
 	abandoned := runWithProgress(ctx, load, f, interrupts, stderr, start)
