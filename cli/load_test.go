@@ -21,6 +21,7 @@ import (
 
 	"github.com/lpsdev/lps/ledger"
 	"github.com/lpsdev/lps/topology"
+	"github.com/lpsdev/lps/topology/topologytest"
 )
 
 // loadTestSignal stands in for Ctrl-C in the tests: sent to the test process itself, it
@@ -63,30 +64,7 @@ func runLoad(t *testing.T, limit time.Duration, envVars map[string]string, args 
 // ephemeral loopback ports until the test ends.
 func startBaseline(t *testing.T) *topology.Topology {
 	t.Helper()
-	top, err := topology.New(topology.Config{Kind: topology.Baseline, Comp1Port: -1, Instances: 2, Model: "none"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- top.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("topology: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("topology did not stop")
-		}
-	})
-	rctx, rcancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer rcancel()
-	if err := top.WaitReady(rctx); err != nil {
-		t.Fatal(err)
-	}
-	return top
+	return topologytest.Start(t, topology.Config{Kind: topology.Baseline, Instances: 2, Model: "none"})
 }
 
 // simURL is the base URL of the topology's rast-sim.

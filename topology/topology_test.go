@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -13,44 +12,16 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
 
 	"github.com/lpsdev/lps/topology"
+	"github.com/lpsdev/lps/topology/topologytest"
 	"github.com/lpsdev/lps/transport"
 )
 
 // startTopology starts cfg on ephemeral loopback ports until the test ends.
 func startTopology(t testing.TB, cfg topology.Config) *topology.Topology {
 	t.Helper()
-	cfg.Comp1Port = -1
-	if os.Getenv("LPS_TEST_LOG") != "" { // debugging aid: the roles' logs on stderr
-		cfg.Logger = zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel))
-	}
-	top, err := topology.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- top.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("topology: %v", err)
-			}
-		case <-time.After(70 * time.Second):
-			t.Error("topology did not stop")
-		}
-	})
-	rctx, rcancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer rcancel()
-	if err := top.WaitReady(rctx); err != nil {
-		t.Fatal(err)
-	}
-	return top
+	return topologytest.Start(t, cfg)
 }
 
 // postAlarm sends alarm i to comp1 at base, as query parameters for odd i and as JSON for
