@@ -428,8 +428,10 @@ func (c *Conn) Run(ctx context.Context) error {
 	dctx, cancel := context.WithTimeout(context.Background(), disconnectTimeout)
 	err = cm.Disconnect(dctx)
 	cancel()
-	c.wg.Wait()
 
+	// The connection is gone: end what lives on it (a subscribe still waiting for its SUBACK
+	// would otherwise retry forever on a connection manager that no longer connects), then
+	// wait for it.
 	c.mu.Lock()
 	wasUp := c.connected
 	c.connected, c.subscribed = false, false
@@ -439,6 +441,7 @@ func (c *Conn) Run(ctx context.Context) error {
 	}
 	c.broadcastLocked()
 	c.mu.Unlock()
+	c.wg.Wait()
 	c.m.connected.Set(0)
 	_ = c.session.Close() // releases waiters; a file store keeps its files
 	if err != nil {

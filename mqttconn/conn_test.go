@@ -194,7 +194,7 @@ func TestFailureReasonCodeIsAnError(t *testing.T) {
 }
 
 func TestPublishReturnsOnlyAfterPubcomp(t *testing.T) {
-	gate := new(mqtttest.PubrelGate)
+	gate := mqtttest.NewPubrelGate()
 	b := mqtttest.StartMochi(t, &mqtttest.MochiOptions{Hooks: []mqtt.Hook{gate}})
 	c := newConn(t, mqttconn.Config{Broker: b.URL})
 	runConn(t, c)
@@ -226,7 +226,7 @@ func TestPublishReturnsOnlyAfterPubcomp(t *testing.T) {
 }
 
 func TestPublishFailsFastWhenConnectionDrops(t *testing.T) {
-	gate := new(mqtttest.PubrelGate)
+	gate := mqtttest.NewPubrelGate()
 	b := mqtttest.StartMochi(t, &mqtttest.MochiOptions{Hooks: []mqtt.Hook{gate}})
 	c := newConn(t, mqttconn.Config{Broker: b.URL, Options: mqttconn.Options{KeepAlive: time.Second, ReconnectBase: time.Hour, ReconnectMax: time.Hour}})
 	runConn(t, c)
@@ -409,4 +409,23 @@ func metric(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	}
 	t.Fatalf("no metric %s", name)
 	return 0
+}
+
+// A Conn asked to stop while its SUBSCRIBE is unanswered stops at once: its subscribe loop
+// ends with the connection instead of retrying on a connection manager that is gone.
+func TestRunStopsWhileSubscribing(t *testing.T) {
+	gate := mqtttest.NewSubscribeGate()
+	b := mqtttest.StartMochi(t, &mqtttest.MochiOptions{Hooks: []mqtt.Hook{gate}})
+	t.Cleanup(gate.Release) // before the broker stops (cleanups run last first)
+	held := gate.Hold()
+	c := newConn(t, mqttconn.Config{Broker: b.URL, Subscriptions: []paho.SubscribeOptions{{Topic: "x/#", QoS: 2}}})
+	stop := runConn(t, c)
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the broker never saw a SUBSCRIBE")
+	}
+	if err := stop(); err != nil { // fails when Run does not return within runConn's deadline
+		t.Fatal(err)
+	}
 }

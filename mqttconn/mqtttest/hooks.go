@@ -1,6 +1,7 @@
 package mqtttest
 
 import (
+	"fmt"
 	"strings"
 	"sync"
 
@@ -8,31 +9,40 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
-// PubrelGate is a mochi hook that, once closed with Hold, stops the broker from reading the
-// next PUBREL until Release: the QoS 2 flow of a publisher stops between PUBREC and PUBCOMP.
-type PubrelGate struct {
+// PacketGate is a mochi hook that, once closed with Hold, stops the broker from reading the
+// next packet of one type until Release: with PUBREL, the QoS 2 flow of a publisher stops
+// between PUBREC and PUBCOMP; with SUBSCRIBE, a subscriber waits for its SUBACK.
+type PacketGate struct {
 	mqtt.HookBase
+	typ     byte
 	mu      sync.Mutex
 	held    chan struct{}
 	release chan struct{}
 }
 
+// NewPubrelGate returns a gate for PUBREL packets.
+func NewPubrelGate() *PacketGate { return &PacketGate{typ: packets.Pubrel} }
+
+// NewSubscribeGate returns a gate for SUBSCRIBE packets.
+func NewSubscribeGate() *PacketGate { return &PacketGate{typ: packets.Subscribe} }
+
 // ID names the hook.
-func (g *PubrelGate) ID() string { return "pubrel-gate" }
+func (g *PacketGate) ID() string { return fmt.Sprintf("packet-gate-%d", g.typ) }
 
 // Provides says which events the hook handles.
-func (g *PubrelGate) Provides(b byte) bool { return b == mqtt.OnPacketRead }
+func (g *PacketGate) Provides(b byte) bool { return b == mqtt.OnPacketRead }
 
-// Hold makes the broker hold the next PUBREL; the returned channel is closed when it does.
-func (g *PubrelGate) Hold() <-chan struct{} {
+// Hold makes the broker hold the next packet of the gate's type; the returned channel is
+// closed when it does.
+func (g *PacketGate) Hold() <-chan struct{} {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.held, g.release = make(chan struct{}), make(chan struct{})
 	return g.held
 }
 
-// Release lets a held PUBREL (and every later one) through.
-func (g *PubrelGate) Release() {
+// Release lets a held packet (and every later one) through.
+func (g *PacketGate) Release() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.release != nil {
@@ -41,9 +51,9 @@ func (g *PubrelGate) Release() {
 	}
 }
 
-// OnPacketRead holds a PUBREL while the gate is closed.
-func (g *PubrelGate) OnPacketRead(_ *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if pk.FixedHeader.Type != packets.Pubrel {
+// OnPacketRead holds a packet of the gate's type while the gate is closed.
+func (g *PacketGate) OnPacketRead(_ *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type != g.typ {
 		return pk, nil
 	}
 	g.mu.Lock()

@@ -168,7 +168,7 @@ func TestPublishesAlarm(t *testing.T) {
 }
 
 func TestAnswersOnlyAfterPubcomp(t *testing.T) {
-	gate := new(mqtttest.PubrelGate)
+	gate := mqtttest.NewPubrelGate()
 	broker := mqtttest.StartMochi(t, &mqtttest.MochiOptions{Hooks: []mqtt.Hook{gate}})
 	b := startBridge(t, broker.URL, nil)
 	b.awaitReady(t)
@@ -194,7 +194,7 @@ func TestAnswersOnlyAfterPubcomp(t *testing.T) {
 }
 
 func TestPublishTimeoutIs504(t *testing.T) {
-	gate := new(mqtttest.PubrelGate)
+	gate := mqtttest.NewPubrelGate()
 	broker := mqtttest.StartMochi(t, &mqtttest.MochiOptions{Hooks: []mqtt.Hook{gate}})
 	b := startBridge(t, broker.URL, func(c *http2mqtt.Config) { c.PublishTimeout = 200 * time.Millisecond })
 	b.awaitReady(t)
