@@ -284,14 +284,14 @@ func suiteConfig() (faults.RunConfig, func(*faults.ClusterConfig)) {
 	if full {
 		return faults.RunConfig{
 				Warmup: 5 * time.Second, Fault: 30 * time.Second, Cut: 10 * time.Second, Settle: 5 * time.Second,
-				Quiet: 3 * time.Second, DrainTimeout: 5 * time.Minute, RetryDeadline: 5 * time.Minute,
+				Quiet: 3 * time.Second, DrainTimeout: 5 * time.Minute, RetryDeadline: 5 * time.Minute, AwaitAcked: 5 * time.Minute,
 			}, func(*faults.ClusterConfig) {
 				// The product's retry timings (0.5 s doubling to 10 s, 20 attempts).
 			}
 	}
 	return faults.RunConfig{
 			Warmup: time.Second, Fault: 3 * time.Second, Settle: time.Second, Quiet: 1500 * time.Millisecond,
-			DrainTimeout: 90 * time.Second,
+			DrainTimeout: 90 * time.Second, AwaitAcked: 90 * time.Second,
 		}, func(c *faults.ClusterConfig) {
 			// Faster retries than the product's, so that the short suite drains quickly.
 			c.RetryBase, c.RetryMax = 200*time.Millisecond, 2*time.Second
