@@ -5,7 +5,6 @@ package e2e
 import (
 	"bufio"
 	"encoding/json"
-	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -20,17 +19,7 @@ import (
 // lpsBin is the binary built once for the package's tests.
 var lpsBin string
 
-func TestMain(m *testing.M) {
-	bin, cleanup, err := testutil.BuildLPS()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	lpsBin = bin
-	code := m.Run()
-	cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testutil.MainWithLPS(m, &lpsBin, "") }
 
 // proc is a running lps process whose JSON log lines are parsed as they come.
 type proc struct {

@@ -28,23 +28,9 @@ var lpsBin string
 // full runs the 30-second fault durations of the SPEC's failover experiment.
 var full = os.Getenv("LPS_FAULTS_FULL") == "1"
 
-func TestMain(m *testing.M) {
-	// LPS_FAULTS_BIN runs the suite against a binary built elsewhere (a candidate fix, a
-	// release) instead of this tree's.
-	if bin := os.Getenv("LPS_FAULTS_BIN"); bin != "" {
-		lpsBin = bin
-		os.Exit(m.Run())
-	}
-	bin, cleanup, err := testutil.BuildLPS()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	lpsBin = bin
-	code := m.Run()
-	cleanup()
-	os.Exit(code)
-}
+// LPS_FAULTS_BIN runs the suite against a binary built elsewhere (a candidate fix, a release)
+// instead of this tree's.
+func TestMain(m *testing.M) { testutil.MainWithLPS(m, &lpsBin, os.Getenv("LPS_FAULTS_BIN")) }
 
 // testCtx is a context that ends with the test or after d.
 func testCtx(t *testing.T, d time.Duration) context.Context {

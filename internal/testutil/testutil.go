@@ -132,3 +132,22 @@ func BuildLPS() (bin string, cleanup func(), err error) {
 	}
 	return bin, func() { os.RemoveAll(dir) }, nil
 }
+
+// MainWithLPS is a TestMain for packages that run lps as a process: it sets *bin to prebuilt
+// when that is not empty, else to a binary built with BuildLPS (removed afterwards), runs the
+// tests and exits with their status.
+func MainWithLPS(m *testing.M, bin *string, prebuilt string) {
+	if prebuilt != "" {
+		*bin = prebuilt
+		os.Exit(m.Run())
+	}
+	built, cleanup, err := BuildLPS()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	*bin = built
+	code := m.Run()
+	cleanup()
+	os.Exit(code)
+}
