@@ -161,6 +161,7 @@ type Conn struct {
 	pending    map[uint16]*paho.Client // acknowledgements released by Ack, not yet sent by paho
 	ackSent    chan struct{}           // closed and replaced whenever paho sends one
 	everUp     bool                    // a connection has been made before
+	delayed    bool                    // the broker's CONNACK announced delayed publish
 }
 
 // New validates cfg and prepares the connection; Run connects.
@@ -195,7 +196,7 @@ func New(cfg Config) (*Conn, error) {
 		return nil, err
 	}
 	inner.SetErrorLogger(pahoLogger{c.log.Named("session"), zapcore.WarnLevel})
-	c.session = &trackingSession{SessionManager: inner, onAck: c.ackSentFor}
+	c.session = &trackingSession{SessionManager: inner, onAck: c.ackSentFor, notes: map[uint16]*pubrecNote{}}
 	c.m = newConnMetrics(cfg.Registerer)
 	c.acfg = c.clientConfig()
 	return c, nil
@@ -319,6 +320,7 @@ func (c *Conn) onUp(cm *autopaho.ConnectionManager, ca *paho.Connack) {
 	connCtx := c.connCtx
 	reconnect := c.everUp
 	c.everUp = true
+	c.delayed = ca.Properties != nil && ca.Properties.User.Get(DelayedPublishProperty) != ""
 	c.broadcastLocked()
 	c.mu.Unlock()
 
@@ -460,6 +462,14 @@ func (c *Conn) Connected() bool {
 	return c.connected
 }
 
+// DelayedPublish reports whether the broker of the last connection announced, in its CONNACK,
+// that it delays messages published to "$delayed/<seconds>/<topic>" (see DelayedTopic).
+func (c *Conn) DelayedPublish() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.delayed
+}
+
 // Ready returns nil when a connection is up and its subscriptions are granted, else an error
 // saying which is missing: the /readyz check of a bridge.
 func (c *Conn) Ready(context.Context) error {
@@ -502,7 +512,8 @@ func (c *Conn) AwaitReady(ctx context.Context) error {
 // before the broker confirmed, an error wrapping context.DeadlineExceeded when no confirmation
 // came in time, and a *ReasonCodeError when the broker answered a failure reason code. A nil
 // error means the broker took the message; the response's ReasonCode may still be
-// ReasonNoMatchingSubscribers.
+// ReasonNoMatchingSubscribers, at QoS 1 from the PUBACK and at QoS 2 from the PUBREC (which
+// paho alone would hide): the broker will deliver the message to nobody.
 func (c *Conn) Publish(ctx context.Context, p *paho.Publish) (*paho.PublishResponse, error) {
 	c.mu.Lock()
 	cm, connCtx, up := c.cm, c.connCtx, c.connected
@@ -517,7 +528,9 @@ func (c *Conn) Publish(ctx context.Context, p *paho.Publish) (*paho.PublishRespo
 	stop := context.AfterFunc(connCtx, func() { cancel(ErrConnectionLost) })
 	defer stop()
 
-	resp, err := cm.Publish(pctx, p)
+	note := &pubrecNote{}
+	defer c.session.forget(note)
+	resp, err := cm.Publish(context.WithValue(pctx, pubrecKey{}, note), p)
 	if err != nil {
 		switch {
 		case errors.Is(err, autopaho.ConnectionDownError), errors.Is(err, session.ErrNoConnection):
@@ -538,6 +551,10 @@ func (c *Conn) Publish(ctx context.Context, p *paho.Publish) (*paho.PublishRespo
 			rce.Reason = resp.Properties.ReasonString
 		}
 		return resp, rce
+	}
+	if resp != nil && resp.ReasonCode == 0 && note.code == ReasonNoMatchingSubscribers {
+		// QoS 2: the PUBCOMP was a success, but the PUBREC said nobody will get the message.
+		resp.ReasonCode = ReasonNoMatchingSubscribers
 	}
 	return resp, nil
 }
@@ -606,16 +623,71 @@ func (c *Conn) WaitAcks(ctx context.Context) error {
 	}
 }
 
-// trackingSession is paho's session state with a report of every acknowledgement sent.
+// trackingSession is paho's session state with a report of every acknowledgement sent, and
+// the reason code of every PUBREC that answered one of Publish's QoS 2 messages.
+//
+// paho's state machine answers a PUBREC below 0x80 with PUBREL itself and hands the publisher
+// only the PUBCOMP, whose reason code is 0x00 or 0x92: a PUBREC of 0x10 (no matching
+// subscribers, MQTT 5 section 3.5.2.1) never reaches the caller, although it says the broker
+// will deliver the message to nobody. So Publish passes a *pubrecNote in its context, the
+// session learns the packet identifier when AddToSession assigns it, and PacketReceived records
+// the PUBREC's reason code there.
 type trackingSession struct {
 	session.SessionManager
 	onAck func(packetID uint16)
+
+	mu    sync.Mutex
+	notes map[uint16]*pubrecNote
 }
+
+// pubrecNote is where the session records the PUBREC of one QoS 2 publish.
+type pubrecNote struct {
+	id   uint16
+	code byte
+}
+
+type pubrecKey struct{}
 
 func (s *trackingSession) Ack(pb *packets.Publish) error {
 	err := s.SessionManager.Ack(pb)
 	s.onAck(pb.PacketID)
 	return err
+}
+
+func (s *trackingSession) AddToSession(ctx context.Context, pk session.Packet, resp chan<- packets.ControlPacket) error {
+	if err := s.SessionManager.AddToSession(ctx, pk, resp); err != nil {
+		return err
+	}
+	// The PUBLISH is written only after AddToSession returns, so its PUBREC cannot come first.
+	if note, ok := ctx.Value(pubrecKey{}).(*pubrecNote); ok {
+		if pb, ok := pk.(*packets.Publish); ok && pb.QoS == 2 {
+			s.mu.Lock()
+			note.id = pb.PacketID
+			s.notes[pb.PacketID] = note
+			s.mu.Unlock()
+		}
+	}
+	return nil
+}
+
+func (s *trackingSession) PacketReceived(cp *packets.ControlPacket, pubs chan<- *packets.Publish) error {
+	if rec, ok := cp.Content.(*packets.Pubrec); ok {
+		s.mu.Lock()
+		if note := s.notes[rec.PacketID]; note != nil {
+			note.code = rec.ReasonCode
+		}
+		s.mu.Unlock()
+	}
+	return s.SessionManager.PacketReceived(cp, pubs)
+}
+
+// forget drops a note once its publish has returned.
+func (s *trackingSession) forget(note *pubrecNote) {
+	s.mu.Lock()
+	if note.id != 0 && s.notes[note.id] == note {
+		delete(s.notes, note.id)
+	}
+	s.mu.Unlock()
 }
 
 // newSessionState returns paho's session state, in memory or, with a directory, in files.

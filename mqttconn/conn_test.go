@@ -22,6 +22,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
@@ -190,6 +191,90 @@ func TestFailureReasonCodeIsAnError(t *testing.T) {
 	}
 	if resp.ReasonCode != mqttconn.ReasonNoMatchingSubscribers && resp.ReasonCode != 0 {
 		t.Errorf("reason code 0x%02x", resp.ReasonCode)
+	}
+}
+
+// noSubscribersAck answers every PUBLISH with reason code 0x10 (no matching subscribers), as
+// a broker does that will deliver it to nobody.
+type noSubscribersAck struct{ mqtt.HookBase }
+
+func (*noSubscribersAck) ID() string           { return "no-subscribers-ack" }
+func (*noSubscribersAck) Provides(b byte) bool { return b == mqtt.OnPacketEncode }
+func (*noSubscribersAck) OnPacketEncode(_ *mqtt.Client, pk packets.Packet) packets.Packet {
+	if (pk.FixedHeader.Type == packets.Pubrec || pk.FixedHeader.Type == packets.Puback) && pk.ReasonCode < 0x80 { // mochi's PUBACK carries 0x01, its "granted QoS 1"
+		// mochi writes a reason code below 0x80 only when properties follow it.
+		pk.ReasonCode, pk.Properties.ReasonString = mqttconn.ReasonNoMatchingSubscribers, "no matching subscribers"
+	}
+	return pk
+}
+
+// announceDelays adds the delayed-publish announcement to every CONNACK, as the embedded
+// broker does.
+type announceDelays struct{ mqtt.HookBase }
+
+func (*announceDelays) ID() string           { return "announce-delays" }
+func (*announceDelays) Provides(b byte) bool { return b == mqtt.OnPacketEncode }
+func (*announceDelays) OnPacketEncode(_ *mqtt.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type == packets.Connack {
+		pk.Properties.User = append(pk.Properties.User, packets.UserProperty{Key: mqttconn.DelayedPublishProperty, Val: "$delayed"})
+	}
+	return pk
+}
+
+func TestDelayedPublishFollowsTheConnack(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		hooks []mqtt.Hook
+		want  bool
+	}{
+		{"announced", []mqtt.Hook{new(announceDelays)}, true},
+		{"not announced", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := mqtttest.StartMochi(t, &mqtttest.MochiOptions{Hooks: tc.hooks})
+			c := newConn(t, mqttconn.Config{Broker: b.URL})
+			if c.DelayedPublish() {
+				t.Error("DelayedPublish before any connection")
+			}
+			runConn(t, c)
+			awaitReady(t, c)
+			if got := c.DelayedPublish(); got != tc.want {
+				t.Errorf("DelayedPublish = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// paho answers a PUBREC below 0x80 with PUBREL itself and returns only the PUBCOMP's reason
+// code; Publish must still report the PUBREC's 0x10, at QoS 2 as at QoS 1.
+func TestNoMatchingSubscribersIsReportedAtEveryQoS(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		hooks []mqtt.Hook
+		want  byte
+	}{
+		{"broker answers 0x10", []mqtt.Hook{new(noSubscribersAck)}, mqttconn.ReasonNoMatchingSubscribers},
+		{"broker answers success", nil, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := mqtttest.StartMochi(t, &mqtttest.MochiOptions{Hooks: tc.hooks})
+			c := newConn(t, mqttconn.Config{Broker: b.URL})
+			runConn(t, c)
+			awaitReady(t, c)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			for _, qos := range []byte{1, 2} {
+				for i := range 3 { // packet ids are reused: a note must not outlive its publish
+					resp, err := c.Publish(ctx, &paho.Publish{Topic: "nobody/listens", QoS: qos, Payload: []byte{byte(i)}})
+					if err != nil {
+						t.Fatalf("QoS %d: %v", qos, err)
+					}
+					if resp.ReasonCode != tc.want {
+						t.Errorf("QoS %d publish %d: reason code 0x%02x, want 0x%02x", qos, i, resp.ReasonCode, tc.want)
+					}
+				}
+			}
+		})
 	}
 }
 
