@@ -94,10 +94,12 @@ func (a *app) newMQTT2HTTPCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "mqtt2http",
 		Short: "MQTT to HTTP bridge: takes alarms from a shared subscription and delivers them to comp2",
-		Long: `mqtt2http subscribes $share/<group>/<topic> and the retry topics at QoS 2 with a persistent
-session and acknowledges a message only after the upstream answered 2xx or after it was durably
-republished to <service-name>/retry/message for a later attempt (exponential backoff with jitter).
-After --max-attempts, and at once for a payload it cannot decode, a message goes to the
+		Long: `mqtt2http subscribes $share/<group>/<topic> and the retry topics at QoS 2 with persistent
+sessions and acknowledges a message only after the upstream answered 2xx or after it was durably
+republished for a later attempt (exponential backoff with jitter, waited out by the broker through
+$delayed/<seconds>/<service-name>/retry/message where it can). It retries until the alarm is
+delivered; while the upstream is down it takes no new messages and probes with one at a time.
+After --max-attempts (if set), and at once for a payload it cannot decode, a message goes to the
 dead-letter topic with the reason. Its admin listener serves /healthz, /readyz and /metrics.`,
 		Example: `  lps mqtt2http --broker mqtt://broker:1883 --service-name proxy2-1 --upstream http://ars-comp-2-1:8080
   MQTT_TOPIC='$share/legacy_proxy/+/message' TARGET_URL=http://ars-comp-2-1:8080 lps mqtt2http`,
@@ -111,7 +113,9 @@ dead-letter topic with the reason. Its admin listener serves /healthz, /readyz a
 	fs.StringVar(&cfg.Topic, "topic", mqtt2http.DefaultTopic, "subscription filter; a $share/GROUP/FILTER value sets the group")
 	fs.IntVar(&cfg.QoS, "qos", 2, "subscription and republish QoS, 1 or 2")
 	fs.IntVar(&cfg.MaxInflight, "max-inflight", mqtt2http.DefaultMaxInflight, "MQTT receive maximum and concurrent forwards (1 reproduces the original)")
-	fs.IntVar(&cfg.MaxAttempts, "max-attempts", mqtt2http.DefaultMaxAttempts, "forwards a message gets before it goes to the dead-letter topic")
+	fs.IntVar(&cfg.MaxAttempts, "max-attempts", mqtt2http.DefaultMaxAttempts, "forwards a message gets before it goes to the dead-letter topic (0: no limit, retry until delivered)")
+	fs.StringVar(&cfg.DelayedPublish, "delayed-publish", mqtt2http.DelayedPublishAuto,
+		"who waits out a retry's backoff: auto (the broker, through $delayed/<s>/<topic>, when it announces it as the embedded broker does; else mqtt2http), on (always the broker: EMQX), off (always mqtt2http)")
 	fs.DurationVar(&cfg.RetryBase, "retry-base", mqtt2http.DefaultRetryBase, "first retry delay; it doubles, with jitter, up to --retry-max")
 	fs.DurationVar(&cfg.RetryMax, "retry-max", mqtt2http.DefaultRetryMax, "longest retry delay")
 	fs.StringVar(&cfg.DeadLetterTopic, "dead-letter-topic", mqtt2http.DefaultDeadLetterTopic, "where undeliverable messages go, with the reason")
@@ -129,8 +133,13 @@ dead-letter topic with the reason. Its admin listener serves /healthz, /readyz a
 		if cfg.MaxInflight < 1 || cfg.MaxInflight > 65535 {
 			return &ConfigError{fmt.Errorf("invalid --max-inflight %d: must be 1..65535", cfg.MaxInflight)}
 		}
-		if cfg.MaxAttempts < 1 {
-			return &ConfigError{fmt.Errorf("invalid --max-attempts %d: must be at least 1", cfg.MaxAttempts)}
+		if cfg.MaxAttempts < 0 {
+			return &ConfigError{fmt.Errorf("invalid --max-attempts %d: must be 0 (no limit) or more", cfg.MaxAttempts)}
+		}
+		switch cfg.DelayedPublish {
+		case mqtt2http.DelayedPublishAuto, mqtt2http.DelayedPublishOn, mqtt2http.DelayedPublishOff:
+		default:
+			return &ConfigError{fmt.Errorf("invalid --delayed-publish %q: must be auto, on or off", cfg.DelayedPublish)}
 		}
 		if cfg.RetryBase <= 0 || cfg.RetryMax < cfg.RetryBase {
 			return &ConfigError{fmt.Errorf("invalid --retry-base %s / --retry-max %s: need 0 < base <= max", cfg.RetryBase, cfg.RetryMax)}

@@ -587,6 +587,7 @@ func (c *Conn) Ack(pr paho.PublishReceived) error {
 
 // ackSentFor is called by the session when paho sent the acknowledgement of packet id.
 func (c *Conn) ackSentFor(id uint16) {
+	c.m.acks.Inc()
 	c.mu.Lock()
 	delete(c.pending, id)
 	close(c.ackSent)
@@ -740,8 +741,8 @@ func (p pahoLogger) Printf(format string, v ...any) {
 
 // connMetrics are the connection's Prometheus metrics.
 type connMetrics struct {
-	connected                  prometheus.Gauge
-	connects, losses, failures prometheus.Counter
+	connected                        prometheus.Gauge
+	connects, losses, failures, acks prometheus.Counter
 }
 
 func newConnMetrics(reg prometheus.Registerer) connMetrics {
@@ -758,9 +759,12 @@ func newConnMetrics(reg prometheus.Registerer) connMetrics {
 		failures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "lps_mqtt_connect_failures_total", Help: "Connection attempts to the MQTT broker that failed.",
 		}),
+		acks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lps_mqtt_acks_sent_total", Help: "Acknowledgements of received QoS 1/2 messages sent to the broker (PUBACK, PUBREC).",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.connected, m.connects, m.losses, m.failures)
+		reg.MustRegister(m.connected, m.connects, m.losses, m.failures, m.acks)
 	}
 	return m
 }

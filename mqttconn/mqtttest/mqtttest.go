@@ -41,6 +41,19 @@ type Broker struct {
 	running bool
 	start   func() error
 	stop    func(kill bool) error
+	depth   func() int // the embedded broker's QueueDepth; nil for the others
+}
+
+// QueueDepth is what the embedded broker still has to deliver: queued, in flight and delayed
+// messages. Only the embedded broker tells; for the others the test is failed.
+func (b *Broker) QueueDepth(t testing.TB) int {
+	t.Helper()
+	if b.depth == nil {
+		t.Fatalf("%s does not tell its queue depth", b.Name)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.depth()
 }
 
 // Stop stops the broker gracefully (a Mosquitto with persistence saves its state).

@@ -24,18 +24,24 @@ const (
 	DefaultQoS = 2
 	// DefaultMaxInflight reproduces the original: one message at a time per instance.
 	DefaultMaxInflight = 1
-	// DefaultMaxAttempts, DefaultRetryBase and DefaultRetryMax: the delays double from 0.5 s up to
-	// 10 s, so twenty attempts span 78 to 155 s (with jitter) of upstream outage before a message
-	// is dead-lettered — well beyond the failover experiments' 26-34 s outages (ten attempts
-	// would span only 28-55 s) — while a recovered upstream waits at most 10 s for the message
-	// held at that moment.
-	DefaultMaxAttempts = 20
-	DefaultRetryBase   = 500 * time.Millisecond
-	DefaultRetryMax    = 10 * time.Second
+	// DefaultMaxAttempts is no limit: a message is retried until it is delivered, so an outage of
+	// comp2 or the backend of any length (they last minutes to hours) is a backlog, as in the
+	// original, which retried forever. An operator may set a budget; what exceeds it is a dead
+	// letter.
+	DefaultMaxAttempts = 0
+	// DefaultRetryBase and DefaultRetryMax: the delay before a failed message's next attempt
+	// doubles from 0.5 s up to 10 s (with jitter), so a recovered upstream waits at most about
+	// 10 s for a message that failed during the outage.
+	DefaultRetryBase = 500 * time.Millisecond
+	DefaultRetryMax  = 10 * time.Second
 	// DefaultDeadLetterTopic is one topic for every instance, so an operator watches a single
 	// place; the envelope names the service, topic and request id. It deliberately matches
 	// neither +/message nor +/retry/message.
 	DefaultDeadLetterTopic = "lps/dead-letter"
+	// DeadLetterGroup is the share group of the dead-letter queue: the embedded broker declares
+	// $share/dead_letters/lps/dead-letter at start, so a dead letter waits there until someone reads
+	// it (lps dead-letters).
+	DeadLetterGroup = "dead_letters"
 	// DefaultDrainTimeout bounds how long a shutdown waits for the forwards in flight before it
 	// abandons them (unacknowledged, so the broker redelivers them).
 	DefaultDrainTimeout = 15 * time.Second
@@ -44,6 +50,12 @@ const (
 
 	// RetrySuffix makes the retry topic "<service-name>/retry/message", as the original.
 	RetrySuffix = "/retry/message"
+	// RetryClientSuffix makes the client id of the retry subscription's connection
+	// "<service-name>-retry".
+	RetryClientSuffix = "-retry"
+	// RetryAtProperty is the MQTT v5 user property that carries when a retry is due (RFC 3339,
+	// UTC) on a broker without delayed publish: the bridge holds such a retry until then.
+	RetryAtProperty = "retry_at"
 	// RetryFilter is the retry topics' filter, subscribed in the share group besides Topic.
 	RetryFilter = "+" + RetrySuffix
 	// AttemptsProperty is the MQTT v5 user property that counts the failed forwards of a
@@ -51,6 +63,18 @@ const (
 	AttemptsProperty = "attempts"
 	// RequestIDProperty carries the Request-Id besides the payload's request_id.
 	RequestIDProperty = "request_id"
+)
+
+// Values of Config.DelayedPublish: who waits out a retry's backoff.
+const (
+	// DelayedPublishAuto uses the broker's delayed publish when its CONNACK announces it (the
+	// embedded broker does), else holds retries in the bridge.
+	DelayedPublishAuto = "auto"
+	// DelayedPublishOn always publishes retries to "$delayed/<seconds>/<topic>" (EMQX supports
+	// the convention without announcing it). On a broker without it the retries are lost.
+	DelayedPublishOn = "on"
+	// DelayedPublishOff never does: retries go to the retry topic at once with their due time.
+	DelayedPublishOff = "off"
 )
 
 // Config configures a Bridge.
@@ -76,12 +100,15 @@ type Config struct {
 	// MaxInflight is the MQTT receive maximum and the number of concurrent forwards; zero means
 	// DefaultMaxInflight.
 	MaxInflight int
-	// MaxAttempts is how many forwards a message gets before it is dead-lettered; zero means
-	// DefaultMaxAttempts.
+	// MaxAttempts is how many forwards a message gets before it is dead-lettered; zero means no
+	// limit (DefaultMaxAttempts).
 	MaxAttempts int
 	// RetryBase and RetryMax bound the delay before a failed message is republished for its
 	// next attempt (exponential with jitter); zero means DefaultRetryBase, DefaultRetryMax.
 	RetryBase, RetryMax time.Duration
+	// DelayedPublish says who waits out a retry's backoff: DelayedPublishAuto (""),
+	// DelayedPublishOn or DelayedPublishOff.
+	DelayedPublish string
 	// DeadLetterTopic receives what cannot be delivered; "" means DefaultDeadLetterTopic.
 	DeadLetterTopic string
 	// DrainTimeout: zero means DefaultDrainTimeout.
@@ -184,11 +211,15 @@ func (c Config) settings() (settings, error) {
 	if s.MaxInflight < 1 || s.MaxInflight > 65535 {
 		return s, fmt.Errorf("max inflight %d must be between 1 and 65535 (it is the MQTT receive maximum)", s.MaxInflight)
 	}
-	if s.MaxAttempts == 0 {
-		s.MaxAttempts = DefaultMaxAttempts
+	if s.MaxAttempts < 0 {
+		return s, fmt.Errorf("max attempts %d must not be negative (0: no limit)", s.MaxAttempts)
 	}
-	if s.MaxAttempts < 1 {
-		return s, fmt.Errorf("max attempts %d must be at least 1", s.MaxAttempts)
+	switch s.DelayedPublish {
+	case "":
+		s.DelayedPublish = DelayedPublishAuto
+	case DelayedPublishAuto, DelayedPublishOn, DelayedPublishOff:
+	default:
+		return s, fmt.Errorf("delayed publish %q must be auto, on or off", s.DelayedPublish)
 	}
 	if s.RetryBase == 0 {
 		s.RetryBase = DefaultRetryBase
