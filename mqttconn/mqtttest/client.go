@@ -224,4 +224,6 @@ func (p *Publisher) PublishPacket(t testing.TB, pk *paho.Publish) {
 }
 
 // Close disconnects the publisher; it may be called more than once.
-func (p *Publisher) Close() { p.once.Do(func() { _ = p.c.Disconnect(&paho.Disconnect{ReasonCode: 0}) }) }
+func (p *Publisher) Close() {
+	p.once.Do(func() { _ = p.c.Disconnect(&paho.Disconnect{ReasonCode: 0}) })
+}
