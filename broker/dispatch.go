@@ -138,6 +138,7 @@ func (d *dispatcher) Provides(b byte) bool {
 		mqtt.OnStopped,
 		mqtt.OnPacketRead,
 		mqtt.OnPacketProcessed,
+		mqtt.OnSessionEstablish,
 		mqtt.OnSessionEstablished,
 		mqtt.OnDisconnect,
 		mqtt.OnClientExpired,
@@ -690,6 +691,26 @@ func (d *dispatcher) complete(b *batch, s *session, m *outMsg) {
 	delete(s.inflight, m.packetID)
 	d.unstoreClientMsg(b, s, m)
 	d.met.acknowledged.Inc()
+}
+
+// OnSessionEstablish ends the session a clean start discards
+// [MQTT-3.1.2-4] before mochi sends the CONNACK (attachClient sends it
+// between OnSessionEstablish and OnSessionEstablished): once the client has
+// read "session present 0", nothing of the old session may still be seen —
+// its queue, QueueDepth, the dropped count. OnSessionEstablished discards
+// again whatever the old connection, or a publish to the subscriptions mochi
+// drops only after this hook, added in between.
+func (d *dispatcher) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
+	if !pk.Connect.Clean {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if s := d.sessions[cl.ID]; s != nil && !d.closed {
+		var b batch
+		d.discard(&b, s, "clean_start")
+		d.commit(&b)
+	}
 }
 
 // OnSessionEstablished attaches a connection to its session, resends what
