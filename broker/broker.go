@@ -79,6 +79,15 @@ type Config struct {
 	// at most 65535.
 	MaxInflight int
 
+	// Queues are the durable queues declared at start: each is a shared
+	// subscription group that exists from New on, takes every matching
+	// QoS 1/2 message whether or not a member has subscribed, keeps it (in
+	// DataDir) and hands its backlog to the members that subscribe later.
+	// A QoS 1/2 publish that matches neither a subscription nor a queue is
+	// answered 0x10 "No matching subscribers" and not kept. Default: none
+	// (the lps broker role declares the LPS's own).
+	Queues []Queue
+
 	// Logger receives the broker's logs; mochi's own lines come through a
 	// log/slog bridge under the name "mochi". Default: no logging.
 	Logger *zap.Logger
@@ -103,22 +112,26 @@ type Stats struct {
 	// processed them; they are not part of QueueDepth.
 	Releasing int
 	Retained  int // retained messages, mochi's $SYS topics not counted
+	// Queues maps each declared queue ("GROUP:FILTER", Queue.String) to the
+	// messages waiting in it, not counting those in flight to a member.
+	Queues map[string]int
 }
 
 // Broker is an embedded MQTT v5 broker: mochi-mqtt with the LPS's delivery
 // rules (see the package documentation). Make one with New and run it once
 // with Run.
 type Broker struct {
-	log   *zap.Logger
-	srv   *mqtt.Server
-	ln    *listener
-	addr  net.Addr
-	st    *store
-	disp  *dispatcher
-	met   *metrics
-	ready atomic.Bool
-	used  atomic.Bool
-	once  sync.Once
+	log    *zap.Logger
+	srv    *mqtt.Server
+	ln     *listener
+	addr   net.Addr
+	st     *store
+	disp   *dispatcher
+	met    *metrics
+	queues []string // declared, as "GROUP:FILTER"
+	ready  atomic.Bool
+	used   atomic.Bool
+	once   sync.Once
 }
 
 // New validates cfg, opens the listener and the data dir (restoring what it
@@ -168,9 +181,18 @@ func New(cfg Config) (_ *Broker, err error) {
 	b.srv = mqtt.New(&mqtt.Options{
 		Capabilities: caps,
 		Logger:       newSlogLogger(b.log.Named("mochi")),
+		// Every packet is written to the connection at once, never left in
+		// mochi's write buffer behind a later one: the dispatcher writes
+		// some acknowledgements itself (answerNoSubscribers), which must
+		// keep their place among mochi's.
+		ClientNetWriteBufferSize: 1,
 	})
 
-	b.disp = newDispatcher(b.srv, b.st, b.log.Named("dispatcher"), b.met, cfg.MaxQueued, cfg.MaxInflight)
+	b.queues = make([]string, len(cfg.Queues))
+	for i, q := range cfg.Queues {
+		b.queues[i] = q.String()
+	}
+	b.disp = newDispatcher(b.srv, b.st, b.log.Named("dispatcher"), b.met, cfg.MaxQueued, cfg.MaxInflight, cfg.Queues)
 	hooks := []mqtt.Hook{&authHook{log: b.log.Named("auth")}}
 	if cfg.Username != "" {
 		hooks[0].(*authHook).user, hooks[0].(*authHook).pass = []byte(cfg.Username), []byte(cfg.Password)
@@ -194,7 +216,7 @@ func New(cfg Config) (_ *Broker, err error) {
 	if err := b.srv.AddListener(b.ln); err != nil {
 		return nil, fmt.Errorf("adding listener: %w", err)
 	}
-	if err := b.met.register(cfg.Registerer, b.srv, b.Stats); err != nil {
+	if err := b.met.register(cfg.Registerer, b.srv, b.Stats, b.queues); err != nil {
 		return nil, fmt.Errorf("registering metrics: %w", err)
 	}
 	return b, nil
@@ -211,7 +233,7 @@ func (c *Config) validate() error {
 	case c.TLS != nil && len(c.TLS.Certificates) == 0 && c.TLS.GetCertificate == nil && c.TLS.GetConfigForClient == nil:
 		return errors.New("tls config has no certificate")
 	}
-	return nil
+	return validateQueues(c.Queues)
 }
 
 // applyDefaults fills in the documented defaults, in one place.
@@ -244,7 +266,8 @@ func (b *Broker) Run(ctx context.Context) error {
 		return fmt.Errorf("starting mqtt server: %w", err)
 	}
 	b.ready.Store(true)
-	b.log.Info("mqtt broker serving", zap.Stringer("address", b.addr), zap.Bool("persistent", b.st != nil))
+	b.log.Info("mqtt broker serving", zap.Stringer("address", b.addr), zap.Bool("persistent", b.st != nil),
+		zap.Strings("queues", b.queues))
 	<-ctx.Done()
 	b.log.Info("mqtt broker stopping")
 	return nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,6 +13,8 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"go.uber.org/zap"
+
+	"github.com/lpsdev/lps/mqttconn"
 )
 
 // maxPendingQoS0 bounds the QoS 0 messages waiting to be written to one
@@ -67,6 +70,7 @@ type dispatcher struct {
 	seq         uint64
 	sessions    map[string]*session
 	groups      map[string]*group
+	declared    []*group // the groups of Config.Queues, sorted by filter; never forgotten
 	subscribing map[*mqtt.Client]pendingSubscribe
 	wills       map[string]*time.Timer
 
@@ -100,11 +104,12 @@ type conn struct {
 // Messages wait here, not with a member, until a member has receive quota,
 // so a backlog is never stranded with a member that went away.
 type group struct {
-	filter  string
-	members map[string]packets.Subscription
-	order   []string // members sorted, for round robin; nil when stale
-	next    int      // round robin cursor into order
-	queue   fifo
+	filter   string
+	declared *Queue // the declared queue this group is; nil for a group that exists while it has members or messages
+	members  map[string]packets.Subscription
+	order    []string // members sorted, for round robin; nil when stale
+	next     int      // round robin cursor into order
+	queue    fifo
 }
 
 // pendingSubscribe carries what OnSubscribe learned to OnPacketProcessed.
@@ -113,8 +118,8 @@ type pendingSubscribe struct {
 	existed []bool
 }
 
-func newDispatcher(srv *mqtt.Server, st *store, log *zap.Logger, met *metrics, maxQueued, maxInflight int) *dispatcher {
-	return &dispatcher{
+func newDispatcher(srv *mqtt.Server, st *store, log *zap.Logger, met *metrics, maxQueued, maxInflight int, queues []Queue) *dispatcher {
+	d := &dispatcher{
 		srv:         srv,
 		st:          st,
 		log:         log,
@@ -126,6 +131,13 @@ func newDispatcher(srv *mqtt.Server, st *store, log *zap.Logger, met *metrics, m
 		subscribing: map[*mqtt.Client]pendingSubscribe{},
 		wills:       map[string]*time.Timer{},
 	}
+	for _, q := range queues {
+		g := d.group(q.shared())
+		g.declared = &q
+		d.declared = append(d.declared, g)
+	}
+	slices.SortFunc(d.declared, func(a, b *group) int { return strings.Compare(a.filter, b.filter) })
+	return d
 }
 
 // ID identifies the hook to mochi.
@@ -168,9 +180,10 @@ func (d *dispatcher) group(filter string) *group {
 	return g
 }
 
-// forgetGroup drops a group nobody belongs to and nothing waits in.
+// forgetGroup drops a group nobody belongs to and nothing waits in, unless
+// it is a declared queue.
 func (d *dispatcher) forgetGroup(g *group) {
-	if len(g.members) == 0 && g.queue.len() == 0 {
+	if g.declared == nil && len(g.members) == 0 && g.queue.len() == 0 {
 		delete(d.groups, g.filter)
 	}
 }
@@ -416,9 +429,14 @@ func (d *dispatcher) pickMember(g *group, needQuota bool) *session {
 	return nil
 }
 
-// route hands a published message to every matching subscription. It
-// returns a packets.Code when the message must be refused: a queue it would
-// join is full, or it could not be stored.
+// errNoSubscribers is route's answer for a message that matches no
+// subscription and no declared queue: nobody will ever take it.
+var errNoSubscribers error = packets.CodeNoMatchingSubscribers
+
+// route hands a published message to every matching subscription and
+// declared queue. It returns errNoSubscribers, storing nothing, when there
+// are none, and a packets.Code when the message must be refused: a queue it
+// would join is full, or it could not be stored.
 func (d *dispatcher) route(in packets.Packet) error {
 	msg := newMessage(in)
 	if msg.created == 0 {
@@ -430,6 +448,65 @@ func (d *dispatcher) route(in packets.Packet) error {
 	defer d.mu.Unlock()
 	if d.closed {
 		return packets.ErrServerShuttingDown
+	}
+	return d.routeLocked(msg, subs)
+}
+
+// groupFilters returns the shared groups a message to topic goes to, sorted:
+// those mochi's topic index names (a member subscribed) and the declared
+// queues whose filter matches.
+func (d *dispatcher) groupFilters(topic string, subs *mqtt.Subscribers) []string {
+	filters := make([]string, 0, len(subs.Shared)+len(d.declared))
+	for f := range subs.Shared {
+		if !dollarExcluded(f, topic) {
+			filters = append(filters, f)
+		}
+	}
+	for _, g := range d.declared {
+		if _, indexed := subs.Shared[g.filter]; !indexed && mqttconn.Match(g.declared.Filter, topic) {
+			filters = append(filters, g.filter)
+		}
+	}
+	sort.Strings(filters)
+	return filters
+}
+
+// dollarExcluded reports whether a shared subscription must not get topic:
+// a filter starting with a wildcard does not match a topic starting with $
+// [MQTT-4.7.2-1]. mochi's topic index leaves that out for shared
+// subscriptions (gatherSharedSubscriptions), and a declared queue, matched
+// with mqttconn.Match, must take what its members' subscription takes.
+func dollarExcluded(shared, topic string) bool {
+	if !strings.HasPrefix(topic, "$") {
+		return false
+	}
+	_, filter, _, err := mqttconn.SplitShared(shared)
+	return err == nil && (strings.HasPrefix(filter, "+") || strings.HasPrefix(filter, "#"))
+}
+
+// matches reports whether anyone takes msg: a plain subscription (No Local
+// applied) of a client mochi knows, or a shared group in filters (see
+// groupFilters), whose queue keeps the message while no member can take it.
+func (d *dispatcher) matches(msg *message, subs *mqtt.Subscribers, filters []string) bool {
+	if len(filters) > 0 {
+		return true
+	}
+	for id, sub := range subs.Subscriptions {
+		if sub.NoLocal && msg.origin == id { // [MQTT-3.8.3-3]
+			continue
+		}
+		if _, ok := d.srv.Clients.Get(id); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// routeLocked is route with d.mu held.
+func (d *dispatcher) routeLocked(msg *message, subs *mqtt.Subscribers) error {
+	filters := d.groupFilters(msg.topic, subs)
+	if !d.matches(msg, subs, filters) {
+		return errNoSubscribers
 	}
 
 	type target struct {
@@ -475,11 +552,6 @@ func (d *dispatcher) route(in packets.Packet) error {
 		targets = append(targets, target{s: s, m: out})
 	}
 
-	filters := make([]string, 0, len(subs.Shared))
-	for f := range subs.Shared {
-		filters = append(filters, f)
-	}
-	sort.Strings(filters)
 	for _, f := range filters {
 		g := d.group(f)
 		if msg.qos == 0 {
@@ -552,13 +624,86 @@ func (d *dispatcher) refuseFull(kind, owner string, n int) error {
 // answers CodeSuccessIgnore so that mochi acknowledges the publisher but
 // neither retains nor delivers the message itself.
 func (d *dispatcher) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if err := d.route(pk); err != nil {
+	err := d.route(pk)
+	if err != nil && !errors.Is(err, errNoSubscribers) {
 		return d.refuse(cl, pk, err)
 	}
-	if pk.FixedHeader.Retain {
+	if pk.FixedHeader.Retain { // also with no subscriber: retained for later ones
 		d.retain(pk)
 	}
+	if err != nil {
+		return d.answerNoSubscribers(cl, pk)
+	}
 	return pk, packets.CodeSuccessIgnore
+}
+
+// answerNoSubscribers answers a QoS 1/2 publish that matched no subscription
+// and no declared queue: PUBACK or PUBREC with reason code 0x10 "No matching
+// subscribers" (MQTT 5 sections 3.4.2.1 and 3.5.2.1). Nothing was stored, so
+// a publisher must not take it for a success; a QoS 2 flow still completes
+// (PUBREL, PUBCOMP 0x00). MQTT 3.1.1 has no reason codes: such a publisher
+// gets its usual acknowledgement, and the message is counted as dropped.
+//
+// The acknowledgement is written here, as five bytes, because mochi cannot
+// send it: its encoder (packets.encodePubAckRelRecComp) writes a reason code
+// below 0x80 only when the packet also carries properties, and the only
+// properties a PUBACK or PUBREC may carry (Reason String, User Property) are
+// forbidden when the client asked for no problem information
+// [MQTT-3.1.2-29], as paho.golang does unless told otherwise. Rewriting
+// mochi's own acknowledgement in OnPacketEncode would therefore reach only
+// some clients. The bytes go to the connection under the client's lock,
+// which serialises every write of mochi's (Client.WritePacket), and New sets
+// mochi's write buffer to one byte, so no packet written before can still
+// wait in it: packets keep their order. For QoS 2, what processPublish does
+// for a PUBREC it sends is done here too, so that mochi answers the PUBREL
+// (processPubrel) and recognises a resent PUBLISH (OnPacketRead).
+func (d *dispatcher) answerNoSubscribers(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	qos := pk.FixedHeader.Qos
+	switch {
+	case qos == 0:
+		return pk, packets.CodeSuccessIgnore
+	case cl.Properties.ProtocolVersion < 5:
+		d.drop("no_subscribers", 1)
+		return pk, packets.CodeSuccessIgnore
+	}
+	d.met.refused.WithLabelValues("no_subscribers").Inc()
+	if ce := d.log.Check(zap.DebugLevel, "no subscription or queue for publish; answered 0x10"); ce != nil {
+		ce.Write(zap.String("client", cl.ID), zap.String("topic", pk.TopicName))
+	}
+	ackType := packets.Puback
+	if qos == 2 {
+		ackType = packets.Pubrec
+		ack := packets.Packet{
+			FixedHeader: packets.FixedHeader{Type: packets.Pubrec},
+			PacketID:    pk.PacketID,
+			ReasonCode:  packets.CodeNoMatchingSubscribers.Code,
+			Created:     time.Now().Unix(),
+		}
+		cl.State.Inflight.DecreaseReceiveQuota()
+		if cl.State.Inflight.Set(ack) {
+			atomic.AddInt64(&d.srv.Info.Inflight, 1)
+			if d.st != nil {
+				d.st.OnQosPublish(cl, ack, ack.Created, 0)
+			}
+		}
+	}
+	if err := writeAck(cl, ackType, pk.PacketID, packets.CodeNoMatchingSubscribers.Code); err != nil {
+		d.log.Debug("writing acknowledgement to publisher", zap.String("client", cl.ID), zap.Error(err))
+	}
+	return pk, packets.ErrRejectPacket // mochi writes nothing more
+}
+
+// writeAck writes an MQTT 5 PUBACK or PUBREC with a reason code and no
+// properties (see answerNoSubscribers for why not through mochi).
+func writeAck(cl *mqtt.Client, ackType byte, id uint16, code byte) error {
+	if cl.Net.Conn == nil {
+		return nil
+	}
+	b := [5]byte{ackType << 4, 3, byte(id >> 8), byte(id), code}
+	cl.Lock()
+	defer cl.Unlock()
+	_, err := cl.Net.Conn.Write(b[:])
+	return err
 }
 
 // refuse tells a publisher its message was not taken.
@@ -633,7 +778,13 @@ func (d *dispatcher) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.P
 		// the message again [MQTT-4.3.3-10].
 		if pk.FixedHeader.Qos == 2 && pk.FixedHeader.Dup {
 			if prev, ok := cl.State.Inflight.Get(pk.PacketID); ok && prev.FixedHeader.Type == packets.Pubrec {
-				if err := cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrec}, PacketID: pk.PacketID}); err != nil {
+				var err error
+				if prev.ReasonCode != 0 && cl.Properties.ProtocolVersion == 5 {
+					err = writeAck(cl, packets.Pubrec, pk.PacketID, prev.ReasonCode) // the same answer as the first time: 0x10
+				} else {
+					err = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrec}, PacketID: pk.PacketID})
+				}
+				if err != nil {
 					d.log.Debug("writing PUBREC", zap.String("client", cl.ID), zap.Error(err))
 				}
 				return ignored, nil
@@ -1065,7 +1216,7 @@ func (d *dispatcher) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) 
 }
 
 func (d *dispatcher) publishWill(pk packets.Packet) {
-	if err := d.route(pk); err != nil {
+	if err := d.route(pk); err != nil && !errors.Is(err, errNoSubscribers) {
 		d.log.Error("dropping will message", zap.String("client", pk.Origin), zap.String("topic", pk.TopicName), zap.Error(err))
 		d.drop("will_refused", 1)
 		return
@@ -1199,6 +1350,10 @@ func (d *dispatcher) stats() Stats {
 	}
 	for _, g := range d.groups {
 		st.Queued += g.queue.len()
+	}
+	st.Queues = make(map[string]int, len(d.declared))
+	for _, g := range d.declared {
+		st.Queues[g.declared.String()] = g.queue.len()
 	}
 	return st
 }

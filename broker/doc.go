@@ -22,10 +22,19 @@
 //     window. Queues are bounded by Config.MaxQueued; a publish that would
 //     exceed the bound is refused to its publisher (reason code 0x97),
 //     logged and counted, so the publisher keeps it.
+//   - Durable queues declared at start (Config.Queues; the lps broker role
+//     declares the LPS's own) are shared subscription groups that exist
+//     before anyone subscribes: they take and keep matching messages, and
+//     the members that subscribe later get the backlog. A QoS 1/2 publish
+//     that matches neither a subscription nor a declared queue is answered
+//     0x10 "No matching subscribers" and not kept, so that a publisher such
+//     as http2mqtt never takes for a success a message nobody will get
+//     (MQTT 3.1.1 publishers, which have no reason codes, get their usual
+//     acknowledgement). A retained one is still retained.
 //   - A message is stored (with Config.DataDir) before the publisher is
 //     told it was accepted (PUBREC or PUBACK), and every step of its
 //     delivery is stored before it is taken, so sessions, subscriptions,
-//     queued and in-flight messages and retained messages survive a
+//     queued, in-flight and retained messages survive a
 //     restart — graceful, or the process killed. What is lost in a kill:
 //     QoS 0 messages not yet written, and the will messages of the clients
 //     connected at the time (the process is gone before it can send them).

@@ -48,7 +48,7 @@ func newMetrics() *metrics {
 
 // register registers the metrics with reg, the gauges reading the broker's
 // state at scrape time. A nil reg registers nothing.
-func (m *metrics) register(reg prometheus.Registerer, srv *mqtt.Server, stats func() Stats) error {
+func (m *metrics) register(reg prometheus.Registerer, srv *mqtt.Server, stats func() Stats, queues []string) error {
 	if reg == nil {
 		return nil
 	}
@@ -75,6 +75,13 @@ func (m *metrics) register(reg prometheus.Registerer, srv *mqtt.Server, stats fu
 			Name: "lps_broker_messages_received_total",
 			Help: "PUBLISH packets received from clients.",
 		}, func() float64 { return float64(atomic.LoadInt64(&srv.Info.MessagesReceived)) }),
+	}
+	for _, q := range queues {
+		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "lps_broker_queue_messages",
+			Help:        "Messages waiting in a declared queue (GROUP:FILTER), not counting those in flight to a member.",
+			ConstLabels: prometheus.Labels{"queue": q},
+		}, func() float64 { return float64(stats().Queues[q]) }))
 	}
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {

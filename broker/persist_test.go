@@ -14,8 +14,9 @@ import (
 )
 
 const (
-	sharedFilter = "$share/legacy_proxy/+/message"
-	helperEnv    = "LPS_BROKER_HELPER_DATA_DIR"
+	sharedFilter    = "$share/legacy_proxy/+/message"
+	helperEnv       = "LPS_BROKER_HELPER_DATA_DIR"
+	helperQueuesEnv = "LPS_BROKER_HELPER_QUEUES" // comma-separated GROUP:FILTER
 )
 
 // TestMain doubles as a broker process for TestKilledBrokerKeepsMessages:
@@ -23,7 +24,18 @@ const (
 // dir, prints its address and serves until it is killed.
 func TestMain(m *testing.M) {
 	if dir := os.Getenv(helperEnv); dir != "" {
-		b, err := New(Config{Address: "127.0.0.1:0", DataDir: dir})
+		cfg := Config{Address: "127.0.0.1:0", DataDir: dir}
+		if qs := os.Getenv(helperQueuesEnv); qs != "" {
+			for _, s := range strings.Split(qs, ",") {
+				q, err := ParseQueue(s)
+				if err != nil {
+					fmt.Fprintln(os.Stderr, "helper broker:", err)
+					os.Exit(2)
+				}
+				cfg.Queues = append(cfg.Queues, q)
+			}
+		}
+		b, err := New(cfg)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "helper broker:", err)
 			os.Exit(2)
@@ -114,13 +126,21 @@ func TestBacklogSurvivesDisconnectAndRestart(t *testing.T) {
 }
 
 // startHelperBroker runs a broker in a child process (the test binary, see
-// TestMain) on dataDir and returns its address and the child.
-func startHelperBroker(t *testing.T, dataDir string) (string, *exec.Cmd) {
+// TestMain) on dataDir, declaring queues, and returns its address and the
+// child, which the test kills to simulate a crash.
+func startHelperBroker(t *testing.T, dataDir string, queues ...Queue) (string, *exec.Cmd) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), helperEnv+"="+dataDir)
+	if len(queues) > 0 {
+		qs := make([]string, len(queues))
+		for i, q := range queues {
+			qs[i] = q.String()
+		}
+		cmd.Env = append(cmd.Env, helperQueuesEnv+"="+strings.Join(qs, ","))
+	}
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
