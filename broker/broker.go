@@ -112,6 +112,9 @@ type Stats struct {
 	// processed them; they are not part of QueueDepth.
 	Releasing int
 	Retained  int // retained messages, mochi's $SYS topics not counted
+	// Delayed counts messages published to $delayed/<seconds>/<topic> that
+	// wait for their time.
+	Delayed int
 	// Queues maps each declared queue ("GROUP:FILTER", Queue.String) to the
 	// messages waiting in it, not counting those in flight to a member.
 	Queues map[string]int
@@ -307,10 +310,11 @@ func (b *Broker) Stats() Stats {
 	return st
 }
 
-// QueueDepth returns how many QoS 1/2 messages subscribers have yet to
-// process: queued plus in flight (Stats.Queued + Stats.Inflight). It is
-// zero once every consumer has drained its backlog.
+// QueueDepth returns how many messages subscribers have yet to process:
+// queued plus in flight plus delayed (Stats.Queued + Stats.Inflight +
+// Stats.Delayed). It is zero once every consumer has drained its backlog; a
+// delayed message (a retry waiting for its time) is work not yet done.
 func (b *Broker) QueueDepth() int {
 	st := b.disp.stats()
-	return st.Queued + st.Inflight
+	return st.Queued + st.Inflight + st.Delayed
 }

@@ -73,8 +73,12 @@ type dispatcher struct {
 	declared    []*group // the groups of Config.Queues, sorted by filter; never forgotten
 	subscribing map[*mqtt.Client]pendingSubscribe
 	wills       map[string]*time.Timer
+	delayed     delayHeap // messages published to $delayed/... waiting for their time
 
-	senders sync.WaitGroup // one goroutine per connected session
+	senders   sync.WaitGroup // one goroutine per connected session
+	delayers  sync.WaitGroup // runDelayed, from OnStarted to OnStopped
+	delayWake chan struct{}  // a delayed message became the next one due
+	delayStop chan struct{}  // closed by OnStopped
 }
 
 var _ mqtt.Hook = (*dispatcher)(nil)
@@ -130,6 +134,8 @@ func newDispatcher(srv *mqtt.Server, st *store, log *zap.Logger, met *metrics, m
 		groups:      map[string]*group{},
 		subscribing: map[*mqtt.Client]pendingSubscribe{},
 		wills:       map[string]*time.Timer{},
+		delayWake:   make(chan struct{}, 1),
+		delayStop:   make(chan struct{}),
 	}
 	for _, q := range queues {
 		g := d.group(q.shared())
@@ -149,6 +155,7 @@ func (d *dispatcher) Provides(b byte) bool {
 		mqtt.OnStarted,
 		mqtt.OnStopped,
 		mqtt.OnPacketRead,
+		mqtt.OnPacketEncode,
 		mqtt.OnPacketProcessed,
 		mqtt.OnSessionEstablish,
 		mqtt.OnSessionEstablished,
@@ -449,7 +456,7 @@ func (d *dispatcher) route(in packets.Packet) error {
 	if d.closed {
 		return packets.ErrServerShuttingDown
 	}
-	return d.routeLocked(msg, subs)
+	return d.routeLocked(msg, subs, nil)
 }
 
 // groupFilters returns the shared groups a message to topic goes to, sorted:
@@ -502,8 +509,10 @@ func (d *dispatcher) matches(msg *message, subs *mqtt.Subscribers, filters []str
 	return false
 }
 
-// routeLocked is route with d.mu held.
-func (d *dispatcher) routeLocked(msg *message, subs *mqtt.Subscribers) error {
+// routeLocked is route with d.mu held. pre, if not nil, holds changes to
+// store in the same transaction as the routed copies (the deletion of a
+// delayed message's record); it is committed only if the message is routed.
+func (d *dispatcher) routeLocked(msg *message, subs *mqtt.Subscribers, pre *batch) error {
 	filters := d.groupFilters(msg.topic, subs)
 	if !d.matches(msg, subs, filters) {
 		return errNoSubscribers
@@ -576,6 +585,9 @@ func (d *dispatcher) routeLocked(msg *message, subs *mqtt.Subscribers) error {
 	// Store first: the publisher is told "accepted" only once every copy is
 	// on disk.
 	var b batch
+	if pre != nil {
+		b = *pre
+	}
 	for _, t := range targets {
 		d.seq++
 		t.m.seq = d.seq
@@ -622,8 +634,15 @@ func (d *dispatcher) refuseFull(kind, owner string, n int) error {
 
 // OnPublish takes over a client's message: it stores and routes it, then
 // answers CodeSuccessIgnore so that mochi acknowledges the publisher but
-// neither retains nor delivers the message itself.
+// neither retains nor delivers the message itself. A message to
+// $delayed/<seconds>/<topic> is kept until its time (delayed.go).
 func (d *dispatcher) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if after, target, ok, err := mqttconn.ParseDelayed(pk.TopicName); ok {
+		if err != nil {
+			return d.refuseDelayed(cl, pk, err)
+		}
+		return d.delay(cl, pk, after, target)
+	}
 	err := d.route(pk)
 	if err != nil && !errors.Is(err, errNoSubscribers) {
 		return d.refuse(cl, pk, err)
@@ -771,6 +790,10 @@ func (d *dispatcher) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.P
 		d.acknowledge(cl, pk)
 		return ignored, nil
 	case packets.Publish:
+		if cl.Properties.ProtocolVersion == 5 && (pk.FixedHeader.Qos == 0 || pk.PacketID != 0) && delayedTopicHasWildcard(pk.TopicName) {
+			_, _ = d.refuseDelayed(cl, pk, errors.New("the target topic has a wildcard"))
+			return ignored, nil
+		}
 		// A publisher that lost our PUBREC resends the PUBLISH with DUP set.
 		// mochi answers a PUBREC "packet identifier in use" (0x91), which a
 		// publisher reads as a failure although the message was taken; the
@@ -792,6 +815,18 @@ func (d *dispatcher) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.P
 		}
 	}
 	return pk, nil
+}
+
+// OnPacketEncode announces delayed publish in every CONNACK, as the user
+// property mqttconn.DelayedPublishProperty = "$delayed": nothing in MQTT
+// announces the feature, and mqtt2http uses $delayed only with a broker that
+// does.
+func (d *dispatcher) OnPacketEncode(_ *mqtt.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type == packets.Connack && pk.ReasonCode < packets.ErrUnspecifiedError.Code {
+		pk.Properties.User = append(slices.Clip(pk.Properties.User),
+			packets.UserProperty{Key: mqttconn.DelayedPublishProperty, Val: strings.TrimSuffix(mqttconn.DelayedPrefix, "/")})
+	}
+	return pk
 }
 
 // acknowledge advances the outbound QoS flow an acknowledgement belongs to.
@@ -1226,11 +1261,12 @@ func (d *dispatcher) publishWill(pk packets.Packet) {
 	}
 }
 
-// OnStarted completes the restore from the data dir. It drops sessions that
-// mochi did not restore (a clean session caught by a crash): nobody can
-// resume them. And it gives restored retained messages back their expiry:
-// mochi's storage.Message.ToPacket keeps the expiry interval but not the
-// absolute Packet.Expiry that clearExpiredRetainedMessages checks.
+// OnStarted completes the restore from the data dir and starts publishing
+// delayed messages. It drops sessions that mochi did not restore (a clean
+// session caught by a crash): nobody can resume them. And it gives restored
+// retained messages back their expiry: mochi's storage.Message.ToPacket
+// keeps the expiry interval but not the absolute Packet.Expiry that
+// clearExpiredRetainedMessages checks.
 func (d *dispatcher) OnStarted() {
 	for topic, pk := range d.srv.Topics.Retained.GetAll() {
 		if pk.Expiry == 0 && pk.Properties.MessageExpiryInterval > 0 {
@@ -1247,12 +1283,20 @@ func (d *dispatcher) OnStarted() {
 		}
 	}
 	d.commit(&b)
+	if !d.closed {
+		d.delayers.Add(1)
+		go d.runDelayed()
+	}
 }
 
-// OnStopped stops will timers before the store closes.
+// OnStopped stops will timers and the delayed messages' goroutine before the
+// store closes.
 func (d *dispatcher) OnStopped() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if !d.closed {
+		close(d.delayStop)
+	}
 	d.closed = true
 	for id, t := range d.wills {
 		t.Stop()
@@ -1266,8 +1310,12 @@ func (d *dispatcher) OnStopped() {
 	}
 }
 
-// wait blocks until every connection writer has returned.
-func (d *dispatcher) wait() { d.senders.Wait() }
+// wait blocks until every connection writer and the delayed messages'
+// goroutine have returned.
+func (d *dispatcher) wait() {
+	d.senders.Wait()
+	d.delayers.Wait()
+}
 
 // load restores the delivery state from the store.
 func (d *dispatcher) load() error {
@@ -1301,6 +1349,8 @@ func (d *dispatcher) load() error {
 		case ownerGroup:
 			m.group, m.sent, m.stored = owner, false, false // stored names the client key
 			d.group(owner).queue.push(m)
+		case ownerDelayed:
+			d.loadDelayed(m, rec.Due)
 		case ownerClient:
 			s := d.session(owner)
 			switch {
@@ -1351,6 +1401,7 @@ func (d *dispatcher) stats() Stats {
 	for _, g := range d.groups {
 		st.Queued += g.queue.len()
 	}
+	st.Delayed = len(d.delayed)
 	st.Queues = make(map[string]int, len(d.declared))
 	for _, g := range d.declared {
 		st.Queues[g.declared.String()] = g.queue.len()

@@ -31,10 +31,19 @@
 //     as http2mqtt never takes for a success a message nobody will get
 //     (MQTT 3.1.1 publishers, which have no reason codes, get their usual
 //     acknowledgement). A retained one is still retained.
+//   - Delayed publish, EMQX's convention: a message published to
+//     $delayed/<seconds>/<topic> (seconds 0..4294967, a topic name without
+//     wildcards and not starting with $) is kept, in the data dir, and
+//     published to <topic> that many seconds later, as if its publisher
+//     published it then. It is accepted only if <topic> has a subscription
+//     or a declared queue when it is published (else 0x10); a malformed one
+//     gets 0x90 "Topic Name invalid". Every CONNACK announces the feature
+//     with the user property delayed-publish=$delayed. mqtt2http schedules
+//     its retries this way.
 //   - A message is stored (with Config.DataDir) before the publisher is
 //     told it was accepted (PUBREC or PUBACK), and every step of its
 //     delivery is stored before it is taken, so sessions, subscriptions,
-//     queued, in-flight and retained messages survive a
+//     queued, in-flight, delayed and retained messages survive a
 //     restart — graceful, or the process killed. What is lost in a kill:
 //     QoS 0 messages not yet written, and the will messages of the clients
 //     connected at the time (the process is gone before it can send them).
@@ -43,6 +52,7 @@
 //
 // A Broker is a value with Run(ctx), as every LPS role: New builds it on a
 // listener the caller made, Run serves until ctx ends. Ready, Addr, Stats
-// and QueueDepth report on it; QueueDepth reaching zero tells an experiment
-// that the consumers have drained the backlog.
+// and QueueDepth report on it; QueueDepth (queued, in flight and delayed
+// messages) reaching zero tells an experiment that the consumers have
+// drained the backlog.
 package broker

@@ -71,6 +71,8 @@ func (m *metrics) register(reg prometheus.Registerer, srv *mqtt.Server, stats fu
 			func(s Stats) int { return s.Releasing }),
 		gauge("lps_broker_retained_messages", "Retained messages.",
 			func(s Stats) int { return s.Retained }),
+		gauge("lps_broker_messages_delayed", "Messages published to $delayed/<seconds>/<topic> waiting for their time.",
+			func(s Stats) int { return s.Delayed }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "lps_broker_messages_received_total",
 			Help: "PUBLISH packets received from clients.",

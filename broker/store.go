@@ -29,7 +29,7 @@ var (
 	bucketSubs     = []byte("subs")     // client id NUL filter → storage.Subscription
 	bucketInbound  = []byte("inbound")  // client id NUL packet id → storage.Message (inbound QoS 2 awaiting PUBREL)
 	bucketRetained = []byte("retained") // topic → storage.Message
-	bucketOutbound = []byte("outbound") // ('c'|'g') NUL owner NUL seq → outRecord (messages owed to subscribers)
+	bucketOutbound = []byte("outbound") // ('c'|'g'|'d') NUL owner NUL seq → outRecord (messages owed to subscribers, delayed messages)
 )
 
 // errStoreClosed is returned by store operations after the store was closed.
@@ -422,8 +422,8 @@ func loadAll[T any](st *store, bucket []byte) ([]T, error) {
 
 // Outbound messages. A record's key names its owner: 'c' a client session
 // (queued for it or in flight to it), 'g' a shared subscription group
-// (queued for whichever member gets it). The sequence number orders a
-// owner's messages by arrival.
+// (queued for whichever member gets it), 'd' the delayed messages (owner "";
+// see delayed.go). The sequence number orders an owner's messages by arrival.
 
 // outRecord is the stored form of an outMsg.
 type outRecord struct {
@@ -433,12 +433,14 @@ type outRecord struct {
 	Expiry    int64           `json:"expiry,omitempty"`
 	PubQos    byte            `json:"pub_qos,omitempty"`
 	PubRetain bool            `json:"pub_retain,omitempty"`
+	Due       int64           `json:"due_ms,omitempty"` // delayed messages: when to publish, unix milliseconds
 	Message   storage.Message `json:"msg"`
 }
 
 const (
-	ownerClient = 'c'
-	ownerGroup  = 'g'
+	ownerClient  = 'c'
+	ownerGroup   = 'g'
+	ownerDelayed = 'd'
 )
 
 func outKey(kind byte, owner string, seq uint64) []byte {
