@@ -15,12 +15,25 @@ import (
 
 	"github.com/lpsdev/lps/broker"
 	"github.com/lpsdev/lps/roles"
+	"github.com/lpsdev/lps/roles/mqtt2http"
 	"github.com/lpsdev/lps/tcptune"
 	"github.com/lpsdev/lps/transport"
 )
 
 // DefaultAdminListen is the admin listener's default: loopback, like the MQTT listener.
 const DefaultAdminListen = "127.0.0.1:9090"
+
+// DefaultQueues returns the durable queues the role declares unless told otherwise: the LPS's
+// own, so that no alarm is refused or lost because no mqtt2http has subscribed yet —
+// mqtt2http's share group on its topic and on its retry topics, and the dead-letter queue that
+// `lps dead-letters` reads.
+func DefaultQueues() []broker.Queue {
+	return []broker.Queue{
+		{Group: mqtt2http.DefaultShareGroup, Filter: mqtt2http.DefaultTopic},
+		{Group: mqtt2http.DefaultShareGroup, Filter: mqtt2http.RetryFilter},
+		{Group: mqtt2http.DeadLetterGroup, Filter: mqtt2http.DefaultDeadLetterTopic},
+	}
+}
 
 // Config configures the broker role.
 type Config struct {
@@ -41,6 +54,9 @@ type Config struct {
 	TLSCertFile, TLSKeyFile string
 	// MaxQueued and MaxInflight: see broker.Config; zero means its defaults.
 	MaxQueued, MaxInflight int
+	// Queues are the durable queues declared at start (broker.Config.Queues). nil means
+	// DefaultQueues(); a non-nil empty slice declares none.
+	Queues []broker.Queue
 }
 
 // Broker is a running broker role.
@@ -76,10 +92,13 @@ func New(cfg Config) (_ *Broker, err error) {
 			return nil, fmt.Errorf("listening for MQTT on %s: %w", addr, err)
 		}
 	}
+	if cfg.Queues == nil {
+		cfg.Queues = DefaultQueues()
+	}
 	b, err := broker.New(broker.Config{
 		Listener: ln, DataDir: cfg.DataDir, SyncWrites: cfg.SyncWrites,
 		Username: cfg.Username, Password: cfg.Password, TLS: tlsCfg,
-		MaxQueued: cfg.MaxQueued, MaxInflight: cfg.MaxInflight,
+		MaxQueued: cfg.MaxQueued, MaxInflight: cfg.MaxInflight, Queues: cfg.Queues,
 		Logger: cfg.Admin.Logger, Registerer: cfg.Admin.Registry,
 	})
 	if err != nil {
@@ -106,7 +125,8 @@ func New(cfg Config) (_ *Broker, err error) {
 // StatsBody is what GET /stats answers.
 type StatsBody struct {
 	broker.Stats
-	// QueueDepth is what the consumers still have to take: queued plus in flight.
+	// QueueDepth is what the consumers still have to take: queued plus in flight plus delayed
+	// (broker.Broker.QueueDepth).
 	QueueDepth int `json:"queue_depth"`
 }
 

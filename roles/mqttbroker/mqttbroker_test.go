@@ -1,14 +1,21 @@
 package mqttbroker_test
 
 import (
+	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/lpsdev/lps/broker"
 	"github.com/lpsdev/lps/internal/testutil"
 	"github.com/lpsdev/lps/roles"
 	"github.com/lpsdev/lps/roles/mqttbroker"
@@ -58,5 +65,72 @@ func TestBrokerRoleRejectsBadTLSFiles(t *testing.T) {
 	cfg := mqttbroker.Config{Listener: testutil.Listen(t), TLSCertFile: filepath.Join(t.TempDir(), "none.pem"), TLSKeyFile: "x", Admin: roles.Server{Listener: testutil.Listen(t)}}
 	if _, err := mqttbroker.New(cfg); err == nil || !strings.Contains(err.Error(), "TLS certificate") {
 		t.Errorf("error %v, want one about the TLS certificate", err)
+	}
+}
+
+// TestBrokerRoleQueues: by default the role declares the LPS's own queues, so an alarm
+// published before any mqtt2http subscribed is kept (and shown per queue in /stats); with
+// Queues set to an empty slice none is declared and such a publish is answered 0x10.
+func TestBrokerRoleQueues(t *testing.T) {
+	tests := []struct {
+		name       string
+		queues     []broker.Queue
+		wantQueues []string
+		wantCode   byte // reason code of the PUBACK of a QoS 1 publish to svc/message
+		wantDepth  int
+	}{
+		{name: "default", wantQueues: []string{"dead_letters:lps/dead-letter", "legacy_proxy:+/message", "legacy_proxy:+/retry/message"}, wantCode: 0, wantDepth: 1},
+		{name: "none", queues: []broker.Queue{}, wantQueues: nil, wantCode: 0x10, wantDepth: 0},
+		{name: "own", queues: []broker.Queue{{Group: "g", Filter: "svc/#"}}, wantQueues: []string{"g:svc/#"}, wantCode: 0, wantDepth: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := mqttbroker.New(mqttbroker.Config{Listener: testutil.Listen(t), Queues: tt.queues,
+				Admin: roles.Server{Listener: testutil.Listen(t)}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			testutil.Run(t, b)
+
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", b.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := paho.NewClient(paho.ClientConfig{ClientID: "pub", Conn: conn})
+			if _, err := c.Connect(ctx, &paho.Connect{ClientID: "pub", CleanStart: true, KeepAlive: 30}); err != nil {
+				t.Fatal(err)
+			}
+			defer c.Disconnect(&paho.Disconnect{})
+			pr, err := c.Publish(ctx, &paho.Publish{QoS: 1, Topic: "svc/message", Payload: []byte("alarm")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if pr.ReasonCode != tt.wantCode {
+				t.Errorf("PUBACK reason code %#x, want %#x", pr.ReasonCode, tt.wantCode)
+			}
+
+			resp, err := http.Get("http://" + b.AdminAddr().String() + "/stats")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var st mqttbroker.StatsBody
+			if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+				t.Fatal(err)
+			}
+			got := make([]string, 0, len(st.Queues))
+			for q := range st.Queues {
+				got = append(got, q)
+			}
+			sort.Strings(got)
+			if !slices.Equal(got, tt.wantQueues) {
+				t.Errorf("/stats Queues %v, want %v", st.Queues, tt.wantQueues)
+			}
+			if st.QueueDepth != tt.wantDepth {
+				t.Errorf("/stats queue_depth %d, want %d", st.QueueDepth, tt.wantDepth)
+			}
+		})
 	}
 }
