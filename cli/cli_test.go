@@ -87,6 +87,13 @@ func TestInvalidConfigurationStopsWithOneLineNamingTheFlag(t *testing.T) {
 		{"upstream listed twice", []string{"comp1", "--upstream", "http://a,http://a"}, nil, "twice"},
 		{"negative forward timeout", []string{"comp2", "--upstream", "http://a", "--forward-timeout", "-1s"}, nil, "--forward-timeout"},
 		{"zero max payload", []string{"mqtt2http", "--broker", "mqtt://b:1883", "--upstream", "http://a", "--max-payload-bytes", "0"}, nil, "invalid --max-payload-bytes 0"},
+		{"negative max attempts", []string{"mqtt2http", "--broker", "mqtt://b:1883", "--upstream", "http://a", "--max-attempts", "-1"}, nil, "invalid --max-attempts -1"},
+		{"unknown delayed publish", []string{"mqtt2http", "--broker", "mqtt://b:1883", "--upstream", "http://a", "--delayed-publish", "maybe"}, nil, "invalid --delayed-publish"},
+		{"dead letters limit", []string{"dead-letters", "--limit", "0"}, nil, "limit 0"},
+		{"dead letters to without replay", []string{"dead-letters", "--to", "a/b"}, nil, "--to \"a/b\" needs --replay"},
+		{"dead letters bad to", []string{"dead-letters", "--replay", "--to", "a/#"}, nil, "invalid --to"},
+		{"dead letters bad broker", []string{"dead-letters", "--broker", "http://x"}, nil, "invalid --broker"},
+		{"dead letters timeout", []string{"dead-letters", "--timeout", "0s"}, nil, "invalid --timeout"},
 		{"negative max payload from env", []string{"mqtt2http", "--broker", "mqtt://b:1883", "--upstream", "http://a"}, map[string]string{"LPS_MAX_PAYLOAD_BYTES": "-1"}, "invalid --max-payload-bytes -1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

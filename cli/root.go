@@ -120,6 +120,7 @@ LPS_<FLAG> and, where the original Python services had one, its original name.`,
 		a.newMQTT2HTTPCmd(),
 		a.newUpCmd(),
 		a.newLoadCmd(),
+		a.newDeadLettersCmd(),
 		a.newProbeCmd(),
 		a.newVersionCmd(),
 	)
