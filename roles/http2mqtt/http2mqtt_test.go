@@ -414,3 +414,45 @@ func TestNoSubscriberIs503(t *testing.T) {
 		t.Errorf("publishes no_subscribers = %v, want 1", n)
 	}
 }
+
+// TestAlarmsBeforeAnyConsumer: the broker the LPS ships keeps the consumers' queues from its
+// first second, so alarms answered 200 before any mqtt2http ever subscribed wait for it, across
+// a broker restart; an alarm for a topic that no queue and no subscription takes is answered
+// 503 at QoS 2 as at QoS 1, never 200 and discarded.
+func TestAlarmsBeforeAnyConsumer(t *testing.T) {
+	broker := mqtttest.StartEmbedded(t)
+	b := startBridge(t, broker.URL, nil)
+	b.awaitReady(t)
+	const n = 20
+	for i := range n {
+		if a := postAlarm(t, b, fmt.Sprint(i), "x", fmt.Sprintf("req-%02d", i)); a.status != http.StatusOK {
+			t.Fatalf("alarm %d before any consumer: %d %s", i, a.status, a.body)
+		}
+	}
+	for _, qos := range []int{1, 2} {
+		other := startBridge(t, broker.URL, func(c *http2mqtt.Config) {
+			c.ServiceName, c.Topic, c.QoS = fmt.Sprintf("elsewhere-%d", qos), "elsewhere/alarms", qos
+		})
+		other.awaitReady(t)
+		wantJSONError(t, postAlarm(t, other, "x", "x", fmt.Sprintf("req-nobody-qos%d", qos)), http.StatusServiceUnavailable, "no subscriber")
+		if c := metric(t, other.reg, "lps_mqtt_publishes_total", map[string]string{"result": "no_subscribers"}); c != 1 {
+			t.Errorf("QoS %d: publishes no_subscribers = %v, want 1", qos, c)
+		}
+	}
+	broker.Stop()
+	broker.Start()
+	consumer := mqtttest.Subscribe(t, broker.URL, "$share/legacy_proxy/+/message")
+	got := consumer.Wait(t, n, 20*time.Second)
+	seen := map[string]int{}
+	for _, m := range got {
+		seen[m.User["request_id"]]++
+	}
+	for i := range n {
+		if id := fmt.Sprintf("req-%02d", i); seen[id] != 1 {
+			t.Errorf("%s delivered %d times, want once", id, seen[id])
+		}
+	}
+	if len(got) != n {
+		t.Errorf("%d messages delivered, want %d", len(got), n)
+	}
+}
