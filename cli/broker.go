@@ -1,19 +1,28 @@
 package cli
 
 import (
+	"fmt"
+	"slices"
+
 	"github.com/spf13/cobra"
 
 	"github.com/lpsdev/lps/broker"
 	"github.com/lpsdev/lps/roles/mqttbroker"
 )
 
+// queueNone is the --queue value that declares no queue.
+const queueNone = "none"
+
 func (a *app) newBrokerCmd() *cobra.Command {
 	var cfg mqttbroker.Config
+	var queues []string
 	cmd := &cobra.Command{
 		Use:   "broker",
 		Short: "The embedded MQTT v5 broker: QoS 2, persistent sessions, fair shared subscriptions",
 		Example: `  lps broker --data-dir /var/lib/lps-broker
-  lps broker --listen 0.0.0.0:1883 --admin-listen 0.0.0.0:9090 --username lps --password secret`,
+  lps broker --listen 0.0.0.0:1883 --admin-listen 0.0.0.0:9090 --username lps --password secret
+  lps broker --queue legacy_proxy:+/message --queue alerts:site/+/alarm   # instead of the defaults
+  LPS_QUEUE=none lps broker                                                 # no durable queue`,
 		Args: cobra.NoArgs,
 	}
 	fs := cmd.Flags()
@@ -27,6 +36,11 @@ func (a *app) newBrokerCmd() *cobra.Command {
 	fs.StringVar(&cfg.TLSKeyFile, "tls-key", "", "key of --tls-cert (PEM)")
 	fs.IntVar(&cfg.MaxQueued, "max-queued", 0, "bound of each client's or group's queue (0: the broker's default)")
 	fs.IntVar(&cfg.MaxInflight, "max-inflight", 0, "messages in flight to one client at most (0: the broker's default)")
+	// A string slice, not an array: it is repeatable and also splits at commas, so that
+	// LPS_QUEUE=a:x,b:y declares two queues (the environment sets a flag with one value). A
+	// filter with a comma in it is written in CSV quotes: --queue '"g:a,b"'.
+	fs.StringSliceVar(&queues, "queue", queueStrings(mqttbroker.DefaultQueues()),
+		"durable queue GROUP:FILTER declared at start: $share/GROUP/FILTER keeps matching messages before anyone subscribes; repeat or comma-separate; "+queueNone+" for no queue")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if err := validateListen("listen", cfg.Listen); err != nil {
 			return &ConfigError{err}
@@ -34,7 +48,39 @@ func (a *app) newBrokerCmd() *cobra.Command {
 		if err := sf.validate(); err != nil {
 			return &ConfigError{err}
 		}
+		var err error
+		if cfg.Queues, err = parseQueues(queues); err != nil {
+			return &ConfigError{err}
+		}
 		return a.serve(cmd, &cfg.Admin, func() (runner, error) { return mqttbroker.New(cfg) })
 	}
 	return cmd
+}
+
+// parseQueues maps the values of --queue to the role's Queues: none declares none (a non-nil
+// empty slice; nil would mean the defaults).
+func parseQueues(vals []string) ([]broker.Queue, error) {
+	if slices.Contains(vals, queueNone) {
+		if len(vals) > 1 {
+			return nil, fmt.Errorf("invalid --queue %q: %q declares no queue and cannot be combined with others", vals, queueNone)
+		}
+		return []broker.Queue{}, nil
+	}
+	qs := make([]broker.Queue, 0, len(vals))
+	for _, v := range vals {
+		q, err := broker.ParseQueue(v)
+		if err != nil {
+			return nil, fmt.Errorf("invalid --queue %q: %v", v, err)
+		}
+		qs = append(qs, q)
+	}
+	return qs, nil
+}
+
+func queueStrings(qs []broker.Queue) []string {
+	out := make([]string, len(qs))
+	for i, q := range qs {
+		out[i] = q.String()
+	}
+	return out
 }
