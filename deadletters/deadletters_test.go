@@ -81,6 +81,18 @@ func deadLetters(t *testing.T, broker *mqtttest.Broker, up *backend) {
 		t.Fatal(err)
 	}
 	testutil.Run(t, br)
+	// Subscribed before the alarms come: Mosquitto keeps nothing for a group nobody joined.
+	testutil.Eventually(t, 10*time.Second, func() error {
+		resp, err := http.Get("http://" + br.Addr().String() + "/readyz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("readyz %d", resp.StatusCode)
+		}
+		return nil
+	})
 	pub := mqtttest.NewPublisher(t, broker.URL)
 	for i := 1; i <= 3; i++ {
 		a, _ := json.Marshal(roles.Alarm{ID: "0151", Body: fmt.Sprintf("alarm %d", i), RequestID: fmt.Sprintf("r-%d", i)})
@@ -230,5 +242,21 @@ func TestConfigValidates(t *testing.T) {
 	}
 	if _, err := deadletters.New(deadletters.Config{Broker: "mqtt://127.0.0.1:1", MQTT: mqttconn.Options{}}); err != nil {
 		t.Errorf("a minimal config: %v", err)
+	}
+}
+
+// Mosquitto declares no queues: its dead letters are kept once the reader's persistent session
+// has subscribed, as the README tells; listing then takes nothing there either.
+func TestMosquittoKeepsDeadLettersOnceSubscribed(t *testing.T) {
+	broker := mqtttest.StartMosquitto(t)
+	if got := list(t, broker); len(got) != 0 {
+		t.Fatalf("listed %d dead letters of a new broker", len(got))
+	}
+	up := startBackend(t)
+	deadLetters(t, broker, up)
+	for range 2 {
+		if ids := fmt.Sprint(requestIDs(list(t, broker))); ids != "[r-1 r-2 r-3 r-junk]" {
+			t.Fatalf("listed %s, want the four dead letters", ids)
+		}
 	}
 }

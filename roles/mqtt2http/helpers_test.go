@@ -236,7 +236,6 @@ func startBridge(t *testing.T, brokerURL, upstreamURL, name string, tweak func(*
 		Upstream:    roles.Upstream{URL: upstreamURL, Timeout: 5 * time.Second},
 		RetryBase:   10 * time.Millisecond,
 		RetryMax:    50 * time.Millisecond,
-		MaxAttempts: 1000,
 		Logger:      zap.NewNop(),
 		Registry:    reg,
 		MQTT:        fastMQTT,

@@ -55,9 +55,12 @@ func TestFailingAlarmHoldsNothing(t *testing.T) {
 		held := 1.0
 		if broker.Name == "embedded" {
 			held = 0
-			if d := broker.QueueDepth(t); d != 1 {
-				t.Errorf("the broker's queue depth is %d, want the delayed retry", d)
-			}
+			testutil.Eventually(t, 10*time.Second, func() error {
+				if d := broker.QueueDepth(t); d != 1 {
+					return fmt.Errorf("the broker's queue depth is %d, want the delayed retry", d)
+				}
+				return nil
+			})
 		}
 		testutil.Eventually(t, 10*time.Second, func() error {
 			if n := metric(t, b.reg, "lps_mqtt_held_retries", nil); n != held {
@@ -205,4 +208,93 @@ func TestStopWhileRetryPending(t *testing.T) {
 		// The test upstream has no dedup window: a redelivered alarm would count twice.
 		exactlyOnce(t, up.okCounts(), append(ids, "r-marker"))
 	})
+}
+
+// TestRetriesNeverEndByDefault: with --max-attempts at its default an alarm is retried until it
+// is delivered, here after 30 failures (the old default gave up after 20), and nothing is
+// dead-lettered.
+func TestRetriesNeverEndByDefault(t *testing.T) {
+	republishing(t, func(t *testing.T, broker *mqtttest.Broker) {
+		up := startUpstream(t)
+		up.setStatus(func(id string, n int) int {
+			if n <= 30 {
+				return http.StatusServiceUnavailable
+			}
+			return http.StatusOK
+		})
+		// Delays in milliseconds: the bridge holds the retries itself (the broker's delayed
+		// publish counts whole seconds).
+		b := startBridge(t, broker.URL, up.URL, "consumer-1", func(c *mqtt2http.Config) { c.DelayedPublish = mqtt2http.DelayedPublishOff })
+		mqtttest.Publish(t, broker.URL, "proxy1/message", alarmJSON("1", "x", "r-1"), nil)
+		up.waitFor(t, 30*time.Second, "the alarm accepted after 30 failures", func(u *upstream) bool { return u.ok["r-1"] == 1 })
+		quiescent(t, 1, b)
+		exactlyOnce(t, up.okCounts(), []string{"r-1"})
+		if d := metric(t, b.reg, "lps_mqtt_dead_letters_total", nil); d != 0 {
+			t.Errorf("%v dead letters", d)
+		}
+		if r := metric(t, b.reg, "lps_mqtt_retries_total", nil); r != 30 {
+			t.Errorf("retries = %v, want 30", r)
+		}
+	})
+}
+
+// TestDelayedPublishModes: who waits out a retry's backoff. auto follows the broker's
+// CONNACK: the embedded broker announces delayed publish and keeps the retry; Mosquitto does
+// not, so the bridge holds it. on and off force either way (on is for EMQX, which has the
+// feature without announcing it; on Mosquitto it would lose the retry, so it is not tried there).
+func TestDelayedPublishModes(t *testing.T) {
+	for _, tc := range []struct {
+		broker string
+		mode   string
+		held   float64
+	}{
+		{"embedded", mqtt2http.DelayedPublishAuto, 0},
+		{"embedded", mqtt2http.DelayedPublishOn, 0},
+		{"embedded", mqtt2http.DelayedPublishOff, 1},
+		{"mosquitto", mqtt2http.DelayedPublishAuto, 1},
+		{"mosquitto", mqtt2http.DelayedPublishOff, 1},
+	} {
+		t.Run(tc.broker+"/"+tc.mode, func(t *testing.T) {
+			var broker *mqtttest.Broker
+			if tc.broker == "embedded" {
+				broker = mqtttest.StartEmbedded(t)
+			} else {
+				broker = mqtttest.StartMosquitto(t)
+			}
+			up := startUpstream(t)
+			up.setStatus(func(id string, n int) int {
+				if n == 1 {
+					return http.StatusInternalServerError
+				}
+				return http.StatusOK
+			})
+			b := startBridge(t, broker.URL, up.URL, "consumer-1", func(c *mqtt2http.Config) {
+				c.DelayedPublish, c.RetryBase, c.RetryMax = tc.mode, 2*time.Second, 2*time.Second
+			})
+			mqtttest.Publish(t, broker.URL, "proxy1/message", alarmJSON("1", "x", "r-1"), nil)
+			testutil.Eventually(t, 10*time.Second, func() error {
+				if r := metric(t, b.reg, "lps_mqtt_retries_total", nil); r != 1 {
+					return fmt.Errorf("%v retries", r)
+				}
+				return nil
+			})
+			if tc.held == 0 {
+				testutil.Eventually(t, 10*time.Second, func() error {
+					if d := broker.QueueDepth(t); d != 1 {
+						return fmt.Errorf("the broker's queue depth is %d, want the delayed retry", d)
+					}
+					return nil
+				})
+			}
+			testutil.Eventually(t, 10*time.Second, func() error {
+				if h := metric(t, b.reg, "lps_mqtt_held_retries", nil); h != tc.held {
+					return fmt.Errorf("%v retries held in the bridge, want %v", h, tc.held)
+				}
+				return nil
+			})
+			up.waitFor(t, 15*time.Second, "the retry", func(u *upstream) bool { return u.ok["r-1"] == 1 })
+			quiescent(t, 1, b)
+			exactlyOnce(t, up.okCounts(), []string{"r-1"})
+		})
+	}
 }
