@@ -74,6 +74,9 @@ type ClusterConfig struct {
 	ExtraArgs map[string][]string
 	// StartTimeout bounds the start of each tier of the topology; zero means 30 s.
 	StartTimeout time.Duration
+	// ConsumersLater leaves every mqtt2http unstarted: the LPS takes alarms before any
+	// consumer ever subscribed (a first start), and a scenario starts them (StartConsumers).
+	ConsumersLater bool
 }
 
 func (c *ClusterConfig) defaults() error {
@@ -210,8 +213,10 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (c *Cluster, err error
 		}
 		c.MQTT2HTTP = append(c.MQTT2HTTP, c.lps(fmt.Sprintf("proxy2-%d", i+1), "mqtt2http", "--admin-listen", args...))
 	}
-	if err := c.startTier(ctx, c.MQTT2HTTP...); err != nil {
-		return c, err
+	if !cfg.ConsumersLater {
+		if err := c.startTier(ctx, c.MQTT2HTTP...); err != nil {
+			return c, err
+		}
 	}
 
 	for i := range n {
@@ -359,6 +364,15 @@ func (c *Cluster) startTier(ctx context.Context, ps ...*Process) error {
 // Restart starts stopped processes again (on their ports) and waits until they are ready.
 func (c *Cluster) Restart(ctx context.Context, ps ...*Process) error {
 	return c.startTier(ctx, ps...)
+}
+
+// StartConsumers starts every mqtt2http of a cluster started with ConsumersLater (their
+// first start) and waits until the whole cluster is ready.
+func (c *Cluster) StartConsumers(ctx context.Context) error {
+	if err := c.startTier(ctx, c.MQTT2HTTP...); err != nil {
+		return err
+	}
+	return c.WaitReady(ctx)
 }
 
 // Processes are every process of the cluster, backend first.
@@ -606,7 +620,9 @@ func (c *Cluster) snapshot(ctx context.Context) (snapshot, error) {
 		if err != nil {
 			return s, fmt.Errorf("metrics of %s: %w", p.Name(), err)
 		}
-		s.inflight += m["lps_mqtt_inflight_forwards"]
+		// Received and not yet handled, held until its retry is due, or being handled: all
+		// work the consumer still owes.
+		s.inflight += m["lps_mqtt_inflight_forwards"] + m["lps_mqtt_queued_messages"] + m["lps_mqtt_held_retries"]
 		s.deliveries += m["lps_mqtt_deliveries_total"]
 	}
 	var st struct {
@@ -629,9 +645,9 @@ type DrainResult struct {
 }
 
 // Drain waits until the backlog is gone, and stays gone for quiet: every process runs and every
-// mqtt2http is connected and idle (lps_mqtt_inflight_forwards 0 — a message held for a retry
-// counts as in flight), the embedded broker's queue depth (queued plus in flight, from its
-// admin /stats) is 0, and nothing moved for quiet: no delivery at any mqtt2http
+// mqtt2http is connected and idle (nothing handled, waiting for a worker or held for its retry:
+// lps_mqtt_inflight_forwards, lps_mqtt_queued_messages, lps_mqtt_held_retries), the embedded
+// broker's queue depth (queued, in flight and delayed, from its admin /stats) is 0, and nothing moved for quiet: no delivery at any mqtt2http
 // (lps_mqtt_deliveries_total) and no request at rast-sim. Mosquitto's depth is what its store holds
 // beyond retained messages, from $SYS (at most a second old); it must stop changing rather than
 // reach 0 (see below). The quiet window must be longer than a $SYS interval and than the

@@ -261,7 +261,9 @@ func TestFaultyUpstream(t *testing.T) {
 }
 
 // suiteConfig is the timing of the scenario suite: short by default, the SPEC's 30-second
-// downtimes (and a 10-second network cut) with LPS_FAULTS_FULL=1.
+// downtimes (a 10-second network cut, 5-minute long outages, every flag at its default) with
+// LPS_FAULTS_FULL=1. The short suite shortens the outages and, through mqtt2http's flags, its
+// retry delays; the code paths are the defaults'.
 // dedupOff runs the suite with comp2's dedup window off (LPS_FAULTS_DEDUP=off), to measure the
 // duplicates it suppresses; they are then reported, not failed.
 var dedupOff = os.Getenv("LPS_FAULTS_DEDUP") == "off"
@@ -269,10 +271,10 @@ var dedupOff = os.Getenv("LPS_FAULTS_DEDUP") == "off"
 func suiteConfig() (faults.RunConfig, func(*faults.ClusterConfig)) {
 	if full {
 		return faults.RunConfig{
-				Warmup: 5 * time.Second, Fault: 30 * time.Second, Cut: 10 * time.Second, Settle: 5 * time.Second,
+				Warmup: 5 * time.Second, Fault: 30 * time.Second, Cut: 10 * time.Second, LongFault: 5 * time.Minute, Settle: 5 * time.Second,
 				Quiet: 3 * time.Second, DrainTimeout: 5 * time.Minute, RetryDeadline: 5 * time.Minute, AwaitAcked: 5 * time.Minute,
 			}, func(*faults.ClusterConfig) {
-				// The product's retry timings (0.5 s doubling to 10 s, 20 attempts).
+				// The product's retry timings: 0.5 s doubling to 10 s, no attempt limit.
 			}
 	}
 	return faults.RunConfig{
