@@ -100,7 +100,9 @@ func (b *Bridge) handle(hard context.Context, d *delivery) result {
 
 	if !m.retryAt.IsZero() && time.Now().Before(m.retryAt) {
 		// A broker without delayed publish passed the retry on at once.
-		b.hold(d, m.retryAt)
+		if !b.hold(d, m.retryAt) {
+			b.handBack(hard, []*delivery{d})
+		}
 		return skipped
 	}
 

@@ -141,15 +141,20 @@ func (b *Bridge) finished(d *delivery, r result) {
 }
 
 // hold keeps a retry that arrived before its time (from a broker without delayed publish)
-// until due; it stays unacknowledged, so a crash loses nothing.
-func (b *Bridge) hold(d *delivery, due time.Time) {
+// until due; it stays unacknowledged, so a crash loses nothing. It reports false when the
+// bridge is stopping: the caller hands the message back instead (see handBack).
+func (b *Bridge) hold(d *delivery, due time.Time) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.stopping {
+		return false
+	}
 	d.due = due
 	i, _ := slices.BinarySearchFunc(b.held, due, func(h *delivery, t time.Time) int { return h.due.Compare(t) })
 	b.held = slices.Insert(b.held, i, d)
 	b.m.held.Set(float64(len(b.held)))
 	b.broadcastLocked() // a new earliest due time
+	return true
 }
 
 // stop makes the bridge take nothing new and returns the messages received but not started,
