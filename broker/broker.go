@@ -181,6 +181,12 @@ func New(cfg Config) (_ *Broker, err error) {
 	// vanish because an outage lasted long: messages expire only by their
 	// own message expiry interval.
 	caps.MaximumMessageExpiryInterval = 0
+	// mochi copies a PUBLISH's properties, user properties included, into
+	// its PUBACK, PUBREC and PUBCOMP (buildAck). Nothing asks for that echo;
+	// it makes acknowledgements as large as the alarm's properties, and
+	// clients that expect a short acknowledgement (the Paho interoperability
+	// client: test_retained_message, test_user_properties) fail on it.
+	caps.Compatibilities.NoInheritedPropertiesOnAck = true
 	b.srv = mqtt.New(&mqtt.Options{
 		Capabilities: caps,
 		Logger:       newSlogLogger(b.log.Named("mochi")),

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	mpackets "github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -303,4 +304,30 @@ func gatherValue(t *testing.T, g prometheus.Gatherer, name string) float64 {
 	}
 	t.Fatalf("metric %s not gathered", name)
 	return 0
+}
+
+// TestAcksCarryNoPublishProperties: the PUBACK and PUBREC of a publish with
+// user properties do not echo them (mochi's buildAck would).
+func TestAcksCarryNoPublishProperties(t *testing.T) {
+	b := startBroker(t, Config{})
+	sub := mustDial(t, b.Addr().String(), consumer("sub", 10, newCollector(), 0))
+	subscribe(t, sub, "t/#")
+	pub, _ := dialRaw(t, b.Addr().String(), rawOpts{id: "pub"})
+	for _, qos := range []byte{1, 2} {
+		pk := mpackets.Packet{
+			FixedHeader: mpackets.FixedHeader{Type: mpackets.Publish, Qos: qos},
+			TopicName:   "t/x",
+			PacketID:    uint16(qos),
+			Properties:  mpackets.Properties{User: []mpackets.UserProperty{{Key: "request_id", Val: "r-1"}}},
+		}
+		pub.send(pk)
+		ack := pub.recv()
+		if ack.FixedHeader.Remaining != 2 || len(ack.Properties.User) != 0 {
+			t.Errorf("QoS %d: %s of %d bytes with user properties %v; want 2 bytes, none",
+				qos, mpackets.PacketNames[ack.FixedHeader.Type], ack.FixedHeader.Remaining, ack.Properties.User)
+		}
+		if qos == 2 {
+			pub.release(ack.PacketID)
+		}
+	}
 }
