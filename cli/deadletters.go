@@ -55,6 +55,12 @@ not be replayed; the rest stay in the queue.`,
 		if _, err := mqttconn.ParseBroker(cfg.Broker); err != nil {
 			return &ConfigError{fmt.Errorf("invalid --broker: %v", err)}
 		}
+		if cfg.Limit < 1 || cfg.Limit > 65535 {
+			return &ConfigError{fmt.Errorf("invalid --limit %d: must be 1..65535 (the MQTT receive maximum)", cfg.Limit)}
+		}
+		if cfg.Idle <= 0 {
+			return &ConfigError{fmt.Errorf("invalid --idle %s: must be positive", cfg.Idle)}
+		}
 		if timeout <= 0 {
 			return &ConfigError{fmt.Errorf("invalid --timeout %s: must be positive", timeout)}
 		}
