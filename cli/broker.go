@@ -72,6 +72,9 @@ func parseQueues(vals []string) ([]broker.Queue, error) {
 		if err != nil {
 			return nil, fmt.Errorf("invalid --queue %q: %v", v, err)
 		}
+		if slices.Contains(qs, q) {
+			return nil, fmt.Errorf("invalid --queue %q: declared twice", v)
+		}
 		qs = append(qs, q)
 	}
 	return qs, nil

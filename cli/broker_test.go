@@ -63,6 +63,7 @@ func TestBrokerInvalidQueueExits2NamingTheFlag(t *testing.T) {
 		{"bad filter", []string{"broker", "--queue", "g:a/#/b"}, nil, `invalid --queue "g:a/#/b"`},
 		{"one of several", []string{"broker", "--queue", "g:a", "--queue", "g:"}, nil, `invalid --queue "g:"`},
 		{"none with others", []string{"broker", "--queue", "none,g:a"}, nil, "--queue"},
+		{"twice", []string{"broker", "--queue", "g:a,g:a"}, nil, `invalid --queue "g:a": declared twice`},
 		{"from env", []string{"broker"}, map[string]string{"LPS_QUEUE": "bad"}, `invalid --queue "bad"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
