@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
@@ -67,8 +68,10 @@ func (a *app) newComp2Cmd() *cobra.Command {
 	}
 	sf := addServerFlags(cmd.Flags(), &cfg.Server, "listen", roles.DefaultListen, "ars-comp-2")
 	uf := addUpstreamFlags(cmd.Flags(), &cfg.Upstream, "the legacy backend, HTTP/1.1 unless --http2")
-	cmd.Flags().DurationVar(&cfg.DedupWindow, "dedup-window", dedup.DefaultTTL, "answer an alarm whose Request-Id was forwarded within this window without forwarding it again (0: off)")
-	cmd.Flags().IntVar(&cfg.DedupMax, "dedup-max", dedup.DefaultMax, "most Request-Ids the dedup window remembers")
+	cmd.Flags().DurationVar(&cfg.DedupWindow, "dedup-window", dedup.DefaultTTL, "answer an alarm (its Request-Id and content) that was forwarded within this window without forwarding it again (0: off)")
+	cmd.Flags().IntVar(&cfg.DedupMax, "dedup-max", 0, fmt.Sprintf("most alarms the in-memory window remembers (0: the whole window at %d alarms/s)", dedup.SizingRate))
+	cmd.Flags().StringVar(&cfg.DedupDir, "dedup-dir", "", "keep the dedup window in DIR/dedup.db (bbolt, fsynced): a restart or kill -9 of comp2 keeps it (empty: memory)")
+	cmd.Flags().StringVar(&cfg.DedupStore, "dedup-store", "", "keep the dedup window in Redis/Valkey (redis://host:6379[/db]), shared by comp2 instances that fail over to each other")
 	cmd.Flags().DurationVar(&cfg.ForwardTimeout, "forward-timeout", 0,
 		fmt.Sprintf("with the dedup window on, how long a forward may go on after --timeout answered the caller 504; its outcome is remembered, so the caller's retry is not sent again (0: %d × --timeout)", comp2.DefaultForwardFactor))
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
@@ -78,8 +81,14 @@ func (a *app) newComp2Cmd() *cobra.Command {
 		if cfg.ForwardTimeout < 0 {
 			return &ConfigError{fmt.Errorf("invalid --forward-timeout %s: must not be negative", cfg.ForwardTimeout)}
 		}
-		if cfg.DedupWindow < 0 || cfg.DedupMax < 1 {
-			return &ConfigError{fmt.Errorf("invalid --dedup-window %s / --dedup-max %d: need a window >= 0 and max >= 1", cfg.DedupWindow, cfg.DedupMax)}
+		if cfg.DedupWindow < 0 || cfg.DedupMax < 0 {
+			return &ConfigError{fmt.Errorf("invalid --dedup-window %s / --dedup-max %d: neither may be negative", cfg.DedupWindow, cfg.DedupMax)}
+		}
+		if cfg.DedupDir != "" && cfg.DedupStore != "" {
+			return &ConfigError{fmt.Errorf("invalid --dedup-dir %q with --dedup-store %q: the window is either this instance's own or shared, not both", cfg.DedupDir, cfg.DedupStore)}
+		}
+		if cfg.DedupStore != "" && !strings.HasPrefix(cfg.DedupStore, "redis://") && !strings.HasPrefix(cfg.DedupStore, "rediss://") {
+			return &ConfigError{fmt.Errorf("invalid --dedup-store %q: want redis://host:port[/db] or rediss://...", cfg.DedupStore)}
 		}
 		if cfg.DedupWindow == 0 {
 			cfg.DedupWindow = -1 // the role's zero means its default; the flag's 0 means off

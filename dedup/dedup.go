@@ -1,115 +1,214 @@
-// Package dedup suppresses repeated work by key within a time window. Component 2 uses it to
-// make forwarding idempotent by Request-Id: MQTT QoS 2 is exactly once per hop only, so a
-// bridge that crashes between the backend's 2xx and its acknowledgement redelivers the alarm,
-// and without this the backend would see it twice.
+// Package dedup makes forwarding an alarm idempotent: component 2 forwards an alarm to the
+// legacy backend once, however many copies of it arrive. MQTT QoS 2 is exactly once per hop
+// only, so a bridge that crashes between the backend's 2xx and its acknowledgement redelivers
+// the alarm, a device resends one whose answer it missed, and without this the backend would
+// run it twice.
+//
+// A copy is the same alarm again: the same Request-Id and the same content (Key). The
+// Request-Id alone is not enough: the original Python comp1 forwards the literal header
+// "Request-Id: None" when its caller sent none, and a client may send a constant one, so
+// keying on the id would take every later alarm for a copy of the first and drop it.
+//
+// What was forwarded is remembered for a window of time in a Store: in memory (Memory, lost
+// with the process), on disk (Bolt, kept across a restart or kill -9 of comp2), or in Redis or
+// Valkey (Redis), shared by the comp2 instances that fail over to each other, so that a copy
+// that reaches another instance than the first is still recognised. Window runs a forward
+// through a store: one forward per key at a time, its success recorded before the caller hears
+// of it, its failure forgotten so that a retry runs again.
 package dedup
 
 import (
-	"container/list"
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
 	"sync"
 	"time"
+
+	"go.uber.org/zap"
 )
 
-// Defaults of Window.
+// Defaults of the window and its stores.
 const (
-	// DefaultTTL covers a redelivery after a bridge restart and the retry backoff of mqtt2http
-	// with room to spare.
+	// DefaultTTL is how long a forwarded alarm is remembered: it covers a redelivery after a
+	// bridge restart, a device's retries and mqtt2http's retry backoff with room to spare.
 	DefaultTTL = 10 * time.Minute
-	// DefaultMax bounds memory: about 100 bytes per entry, so 10 MB at the default. At the
-	// original's 300 alarms/s it holds 5.5 minutes of ids; the bound wins over the TTL then.
-	DefaultMax = 100_000
+	// SizingRate is the alarm rate a store's default capacity is sized for: the whole window at
+	// 5,000 alarms/s (3,000,000 keys for DefaultTTL), beyond what one comp2 forwards.
+	SizingRate = 5000
+	// DefaultLease bounds a claim in a shared store whose holder died mid-forward; comp2 sets it
+	// to its forward timeout.
+	DefaultLease = time.Minute
+	// DefaultPoll is how often a key that another instance is forwarding is looked at again.
+	DefaultPoll = 50 * time.Millisecond
 )
 
-// Window remembers keys whose work succeeded for TTL, at most Max of them (the oldest are
-// forgotten first). The zero value uses the defaults; a Window must not be copied after use.
+// DefaultMax is the capacity that holds ttl's worth of keys at SizingRate.
+func DefaultMax(ttl time.Duration) int {
+	return max(1, int(ttl.Seconds()*SizingRate))
+}
+
+// Key identifies one alarm: a digest of its Request-Id and its content.
+type Key [16]byte
+
+// KeyOf returns the key of an alarm with requestID and content (for comp2: the alarm's id and
+// body). Each part is length-prefixed, so no two different alarms share their input.
+func KeyOf(requestID string, content ...string) Key {
+	h := sha256.New()
+	var n [8]byte
+	for _, s := range append([]string{requestID}, content...) {
+		binary.BigEndian.PutUint64(n[:], uint64(len(s)))
+		h.Write(n[:])
+		h.Write([]byte(s))
+	}
+	var k Key
+	copy(k[:], h.Sum(nil))
+	return k
+}
+
+// String is the key in hex.
+func (k Key) String() string { return hex.EncodeToString(k[:]) }
+
+// State is what a store knows of a key when a forward wants to claim it.
+type State uint8
+
+const (
+	// Claimed: nobody forwarded the alarm within the window; the caller now holds the key and
+	// must call Done or Release.
+	Claimed State = iota
+	// Forwarded: it was forwarded successfully within the window.
+	Forwarded
+	// Busy: another instance holds the key and is forwarding it now (shared stores only).
+	Busy
+)
+
+// Store remembers which alarms were forwarded, for a window of time.
+type Store interface {
+	// Claim takes key for a forward, unless it was forwarded within the window or another
+	// instance holds it. A claim lasts until Done or Release; in a shared store at most lease,
+	// so that an instance that died mid-forward does not hold the key forever.
+	Claim(ctx context.Context, key Key, lease time.Duration) (State, error)
+	// Done records that key's alarm was forwarded. When it returns without error the record is
+	// kept as the store promises (on disk for Bolt, in Redis for Redis) for the window.
+	Done(ctx context.Context, key Key) error
+	// Release gives up a claim whose forward failed: a retry may forward again.
+	Release(ctx context.Context, key Key) error
+	// Close releases the store's resources.
+	Close() error
+}
+
+// ErrStore wraps the errors of a store: the alarm was not forwarded, since it could not be
+// told whether that would be a second time.
+var ErrStore = errors.New("dedup store unavailable")
+
+// Window runs forwards through a Store. In-process, one forward per key runs at a time; the
+// callers that bring the same key meanwhile wait for it and share its outcome.
 type Window struct {
-	TTL time.Duration
-	Max int
-	// Now is the clock; nil means time.Now.
-	Now func() time.Time
+	// Store remembers what was forwarded; required.
+	Store Store
+	// Lease is how long a claim in a shared store lasts; zero means DefaultLease.
+	Lease time.Duration
+	// Poll is how often a key another instance holds is looked at again; zero means
+	// DefaultPoll.
+	Poll time.Duration
+	// Logger reports failures to record a forward (the alarm was delivered; a copy may reach
+	// the backend again); nil means none.
+	Logger *zap.Logger
 
-	mu    sync.Mutex
-	m     map[string]*entry
-	order list.List // of *entry that completed, oldest first
+	mu      sync.Mutex
+	running map[Key]*call
 }
 
-type entry struct {
-	key     string
-	done    chan struct{} // closed when the running work finished
-	err     error         // its result
-	expires time.Time
-	elem    *list.Element // in order, once completed successfully
+// call is one forward in progress.
+type call struct {
+	done chan struct{}
+	err  error
 }
 
-func (w *Window) init() {
-	if w.m == nil {
-		w.m = map[string]*entry{}
-	}
-	if w.TTL == 0 {
-		w.TTL = DefaultTTL
-	}
-	if w.Max == 0 {
-		w.Max = DefaultMax
-	}
-	if w.Now == nil {
-		w.Now = time.Now
-	}
-}
-
-// Do runs work for key unless work for key succeeded within the window (then it returns
-// dup=true and a nil error without running it) or is running now (then it waits for that one
-// and shares its outcome, dup=true). A failed work is forgotten, so a retry runs again. When
-// ctx ends while waiting for another caller's work, Do returns ctx's error.
-func (w *Window) Do(ctx context.Context, key string, work func() error) (dup bool, err error) {
+// Do runs work for key unless its alarm was forwarded within the window (it returns dup=true
+// and a nil error without running it) or its forward is running now, here or in another
+// instance sharing the store (it waits for that one: here it shares its outcome, dup=true;
+// there it looks again every Poll). A failed work is forgotten, so a retry runs again. A
+// successful one is recorded before Do returns. When ctx ends while waiting, Do returns ctx's
+// error; when the store fails, an error wrapping ErrStore, and work does not run.
+func (w *Window) Do(ctx context.Context, key Key, work func() error) (dup bool, err error) {
 	w.mu.Lock()
-	w.init()
-	now := w.Now()
-	w.evict(now)
-	if e, ok := w.m[key]; ok {
+	if w.running == nil {
+		w.running = map[Key]*call{}
+	}
+	if c, ok := w.running[key]; ok {
 		w.mu.Unlock()
 		select {
-		case <-e.done:
-			return true, e.err
+		case <-c.done:
+			return true, c.err
 		case <-ctx.Done():
 			return true, ctx.Err()
 		}
 	}
-	e := &entry{key: key, done: make(chan struct{})}
-	w.m[key] = e
+	c := &call{done: make(chan struct{})}
+	w.running[key] = c
 	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		delete(w.running, key)
+		w.mu.Unlock()
+		c.err = err
+		close(c.done)
+	}()
 
-	err = work()
-
-	w.mu.Lock()
-	e.err = err
-	if err != nil {
-		delete(w.m, key)
-	} else {
-		e.expires = w.Now().Add(w.TTL)
-		e.elem = w.order.PushBack(e)
-		w.evict(w.Now())
-	}
-	w.mu.Unlock()
-	close(e.done)
-	return false, err
-}
-
-// Len is the number of keys remembered, running ones included.
-func (w *Window) Len() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return len(w.m)
-}
-
-// evict forgets completed keys that expired, and the oldest beyond Max. Called with w.mu held.
-func (w *Window) evict(now time.Time) {
-	for front := w.order.Front(); front != nil; front = w.order.Front() {
-		e := front.Value.(*entry)
-		if now.Before(e.expires) && w.order.Len() <= w.Max {
-			return
+	for {
+		st, err := w.Store.Claim(ctx, key, w.lease())
+		if err != nil {
+			return false, fmt.Errorf("%w: %w", ErrStore, err)
 		}
-		w.order.Remove(front)
-		delete(w.m, e.key)
+		switch st {
+		case Forwarded:
+			return true, nil
+		case Claimed:
+			return false, w.run(key, work)
+		}
+		t := time.NewTimer(w.poll())
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return true, ctx.Err()
+		}
 	}
+}
+
+// run runs work under a claim and records its outcome. The record does not depend on the
+// caller's context: the outcome is what matters to the next copy.
+func (w *Window) run(key Key, work func() error) error {
+	err := work()
+	ctx, cancel := context.WithTimeout(context.Background(), w.lease())
+	defer cancel()
+	if err != nil {
+		if rerr := w.Store.Release(ctx, key); rerr != nil && w.Logger != nil {
+			w.Logger.Warn("releasing a dedup claim failed; the alarm's retry waits until the claim's lease ends",
+				zap.Stringer("key", key), zap.Error(rerr))
+		}
+		return err
+	}
+	if derr := w.Store.Done(ctx, key); derr != nil && w.Logger != nil {
+		w.Logger.Error("recording a forwarded alarm failed; a copy of it may reach the backend again",
+			zap.Stringer("key", key), zap.Error(derr))
+	}
+	return nil
+}
+
+func (w *Window) lease() time.Duration {
+	if w.Lease > 0 {
+		return w.Lease
+	}
+	return DefaultLease
+}
+
+func (w *Window) poll() time.Duration {
+	if w.Poll > 0 {
+		return w.Poll
+	}
+	return DefaultPoll
 }

@@ -1,6 +1,9 @@
 // Package comp2 is component 2 of the legacy system (the original's ars_comp_2_proxy.py): it
 // accepts an alarm on POST /ID_REQ_KC_STORE7D3BPACKET and forwards it, with its Request-Id, to the
-// legacy backend, answering 200 only when the backend did.
+// legacy backend, answering 200 only when the backend did. It forwards each alarm once however
+// many copies arrive (package dedup), remembering what it forwarded in memory, on disk
+// (DedupDir) or in a Redis shared with the comp2 instances that fail over to each other
+// (DedupStore).
 package comp2
 
 import (
@@ -9,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,13 +29,20 @@ import (
 type Config struct {
 	roles.Server
 	Upstream roles.Upstream
-	// DedupWindow makes forwarding idempotent by Request-Id: an alarm whose id was forwarded
-	// successfully within the window is answered 200 without forwarding it again, and one whose
-	// id is being forwarded right now waits for that outcome. Zero means dedup.DefaultTTL,
+	// DedupWindow makes forwarding idempotent: an alarm (its Request-Id and its content) that
+	// was forwarded successfully within the window is answered 200 without forwarding it again,
+	// and one being forwarded right now waits for that outcome. Zero means dedup.DefaultTTL,
 	// negative turns it off.
 	DedupWindow time.Duration
-	// DedupMax bounds the ids remembered; zero means dedup.DefaultMax.
+	// DedupMax bounds the alarms the in-memory window remembers; zero means
+	// dedup.DefaultMax(window), the whole window at dedup.SizingRate alarms/s.
 	DedupMax int
+	// DedupDir keeps the window in DedupDir/dedup.db (bbolt, fsynced), so that a restart or
+	// kill -9 of comp2 keeps it; "" keeps it in memory.
+	DedupDir string
+	// DedupStore, a redis:// or rediss:// URL, keeps the window in a Redis or Valkey server
+	// shared by comp2 instances that fail over to each other. Not with DedupDir.
+	DedupStore string
 	// ForwardTimeout bounds one forward to the backend when the dedup window is on; zero means
 	// DefaultForwardFactor × Upstream.Timeout. Upstream.Timeout is then how long the caller
 	// waits: when it passes the caller gets 504, but the forward goes on, because the backend
@@ -47,6 +58,7 @@ const DefaultForwardFactor = 3
 // Comp2 is a running component 2.
 type Comp2 struct {
 	dedup      *dedup.Window // nil when off
+	store      dedup.Store   // the window's; nil when off
 	wait       time.Duration // how long a caller waits for the backend
 	suppressed prometheus.Counter
 	svc        *roles.HTTPService
@@ -66,20 +78,34 @@ func New(cfg Config) (*Comp2, error) {
 		cfg.Upstream.Timeout = transport.DefaultClientTimeout
 	}
 	c.wait = cfg.Upstream.Timeout
+	var ready func(context.Context) error
 	if cfg.DedupWindow >= 0 {
-		c.dedup = &dedup.Window{TTL: cfg.DedupWindow, Max: cfg.DedupMax}
 		if cfg.ForwardTimeout <= 0 {
 			cfg.ForwardTimeout = DefaultForwardFactor * cfg.Upstream.Timeout
 		}
 		cfg.Upstream.Timeout = max(cfg.Upstream.Timeout, cfg.ForwardTimeout)
+		store, err := openStore(cfg)
+		if err != nil {
+			return nil, err
+		}
+		c.store = store
+		// A claim in a shared store outlasts the longest forward: only a comp2 that died
+		// mid-forward leaves one to run out.
+		c.dedup = &dedup.Window{Store: store, Lease: cfg.ForwardTimeout + 5*time.Second, Logger: cfg.Logger.Named("dedup")}
+		if r, ok := store.(*dedup.Redis); ok {
+			ready = r.Ping // without its store comp2 forwards nothing
+		}
 	}
 	c.suppressed = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "lps_comp2_duplicates_suppressed_total",
-		Help: "Alarms not forwarded again because their Request-Id was forwarded within the dedup window.",
+		Help: "Alarms not forwarded again because they (their Request-Id and content) were forwarded within the dedup window.",
 	})
 	cfg.Registry.MustRegister(c.suppressed)
-	svc, err := roles.NewHTTPService(cfg.Server, transport.Endpoint(http.MethodPost, roles.AlarmPath, http.HandlerFunc(c.serveAlarm)), nil)
+	svc, err := roles.NewHTTPService(cfg.Server, transport.Endpoint(http.MethodPost, roles.AlarmPath, http.HandlerFunc(c.serveAlarm)), ready)
 	if err != nil {
+		if c.store != nil {
+			c.store.Close()
+		}
 		return nil, err
 	}
 	c.svc = svc
@@ -96,7 +122,34 @@ func (c *Comp2) Addr() net.Addr { return c.svc.Addr() }
 func (c *Comp2) Run(ctx context.Context) error {
 	err := c.svc.Run(ctx)
 	c.forwards.Wait()
+	if c.store != nil {
+		err = errors.Join(err, c.store.Close())
+	}
 	return err
+}
+
+// openStore opens the dedup window's store that cfg names.
+func openStore(cfg Config) (dedup.Store, error) {
+	switch {
+	case cfg.DedupStore != "" && cfg.DedupDir != "":
+		return nil, errors.New("dedup store and dedup dir exclude each other: the window is either shared (redis://) or this instance's own (a directory)")
+	case cfg.DedupStore != "":
+		if !strings.HasPrefix(cfg.DedupStore, "redis://") && !strings.HasPrefix(cfg.DedupStore, "rediss://") {
+			return nil, fmt.Errorf("dedup store %q is not a redis:// or rediss:// URL", cfg.DedupStore)
+		}
+		s, err := dedup.NewRedis(cfg.DedupStore, cfg.DedupWindow)
+		if err != nil {
+			return nil, fmt.Errorf("dedup store: %w", err)
+		}
+		return s, nil
+	case cfg.DedupDir != "":
+		s, err := dedup.OpenBolt(cfg.DedupDir, cfg.DedupWindow)
+		if err != nil {
+			return nil, fmt.Errorf("dedup dir: %w", err)
+		}
+		return s, nil
+	}
+	return &dedup.Memory{TTL: cfg.DedupWindow, Max: cfg.DedupMax}, nil
 }
 
 func (c *Comp2) serveAlarm(w http.ResponseWriter, r *http.Request) {
@@ -122,7 +175,16 @@ func (c *Comp2) serveAlarm(w http.ResponseWriter, r *http.Request) {
 	if c.dedup == nil {
 		err = forward()
 	} else {
-		err = c.forwardOnce(r.Context(), alarm.RequestID, forward)
+		// A copy is the same alarm again: the same Request-Id and content. The id alone is not
+		// unique (the original comp1 sends "None" when its caller sent none).
+		err = c.forwardOnce(r.Context(), alarm.RequestID, dedup.KeyOf(alarm.RequestID, alarm.ID, alarm.Body), forward)
+	}
+	if errors.Is(err, dedup.ErrStore) {
+		// Forwarding without knowing whether the alarm went out before could run it twice;
+		// the caller (mqtt2http) retries it once the store is back.
+		c.log.Warn("dedup store unavailable; alarm not forwarded", zap.String("request_id", alarm.RequestID), zap.Error(err))
+		transport.WriteError(w, http.StatusServiceUnavailable, err.Error())
+		return
 	}
 	if err != nil {
 		c.log.Warn("forwarding alarm failed", zap.String("request_id", alarm.RequestID), zap.Error(err))
@@ -135,7 +197,7 @@ func (c *Comp2) serveAlarm(w http.ResponseWriter, r *http.Request) {
 // forwardOnce runs forward through the dedup window and waits for its outcome up to c.wait.
 // The forward itself is not bound to the wait (see Config.ForwardTimeout): when the wait ends
 // first, the caller gets a timeout and the forward's outcome is left for the dedup window.
-func (c *Comp2) forwardOnce(ctx context.Context, id string, forward func() error) error {
+func (c *Comp2) forwardOnce(ctx context.Context, id string, key dedup.Key, forward func() error) error {
 	ctx, cancel := context.WithTimeout(ctx, c.wait)
 	defer cancel()
 	type outcome struct {
@@ -148,7 +210,7 @@ func (c *Comp2) forwardOnce(ctx context.Context, id string, forward func() error
 	go func() {
 		defer c.forwards.Done()
 		// ctx bounds only waiting for another caller's forward, not the forward.
-		dup, err := c.dedup.Do(ctx, id, func() error { mine.Store(true); return forward() })
+		dup, err := c.dedup.Do(ctx, key, func() error { mine.Store(true); return forward() })
 		done <- outcome{dup, err}
 	}()
 	select {
