@@ -38,9 +38,10 @@ const (
 	// SizingRate is the alarm rate a store's default capacity is sized for: the whole window at
 	// 5,000 alarms/s (3,000,000 keys for DefaultTTL), beyond what one comp2 forwards.
 	SizingRate = 5000
-	// DefaultLease bounds a claim in a shared store whose holder died mid-forward; comp2 sets it
-	// to its forward timeout.
-	DefaultLease = time.Minute
+	// DefaultLease is how long a claim in a shared store lasts unless renewed: the holder renews
+	// it every third of it while its forward runs, so only a holder that died leaves a claim,
+	// and the key is free again this long after.
+	DefaultLease = 10 * time.Second
 	// DefaultPoll is how often a key that another instance is forwarding is looked at again.
 	DefaultPoll = 50 * time.Millisecond
 )
@@ -99,6 +100,14 @@ type Store interface {
 	Close() error
 }
 
+// Renewer is a Store whose claims expire (a shared store): Window renews a claim while its
+// forward runs.
+type Renewer interface {
+	// Renew extends this instance's claim of key to lease from now; false when it no longer
+	// holds it.
+	Renew(ctx context.Context, key Key, lease time.Duration) (bool, error)
+}
+
 // ErrStore wraps the errors of a store: the alarm was not forwarded, since it could not be
 // told whether that would be a second time.
 var ErrStore = errors.New("dedup store unavailable")
@@ -108,7 +117,8 @@ var ErrStore = errors.New("dedup store unavailable")
 type Window struct {
 	// Store remembers what was forwarded; required.
 	Store Store
-	// Lease is how long a claim in a shared store lasts; zero means DefaultLease.
+	// Lease is how long a claim in a shared store lasts without renewal; zero means
+	// DefaultLease.
 	Lease time.Duration
 	// Poll is how often a key another instance holds is looked at again; zero means
 	// DefaultPoll.
@@ -182,6 +192,10 @@ func (w *Window) Do(ctx context.Context, key Key, work func() error) (dup bool, 
 // run runs work under a claim and records its outcome. The record does not depend on the
 // caller's context: the outcome is what matters to the next copy.
 func (w *Window) run(key Key, work func() error) error {
+	if r, ok := w.Store.(Renewer); ok {
+		stop := w.renew(r, key)
+		defer stop()
+	}
 	err := work()
 	ctx, cancel := context.WithTimeout(context.Background(), w.lease())
 	defer cancel()
@@ -197,6 +211,33 @@ func (w *Window) run(key Key, work func() error) error {
 			zap.Stringer("key", key), zap.Error(derr))
 	}
 	return nil
+}
+
+// renew keeps the claim of key alive, renewing it every third of the lease, until stop.
+func (w *Window) renew(r Renewer, key Key) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(w.lease() / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), w.lease()/3)
+			held, err := r.Renew(ctx, key, w.lease())
+			cancel()
+			if (err != nil || !held) && w.Logger != nil {
+				w.Logger.Warn("renewing a dedup claim failed; if it runs out, a copy of the alarm may be forwarded meanwhile",
+					zap.Stringer("key", key), zap.Bool("held", held), zap.Error(err))
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
 }
 
 func (w *Window) lease() time.Duration {

@@ -339,3 +339,34 @@ func TestBoltSurvivesKill(t *testing.T) {
 		}
 	}
 }
+
+// TestClaimRenewedWhileForwarding: a forward longer than the lease keeps its claim, so a copy
+// at another instance waits for it instead of forwarding again.
+func TestClaimRenewedWhileForwarding(t *testing.T) {
+	ctx := context.Background()
+	r := testutil.StartRedis(t)
+	lease := 300 * time.Millisecond
+	a := &Window{Store: openRedis(t, r.URL, time.Minute), Lease: lease}
+	b := &Window{Store: openRedis(t, r.URL, time.Minute), Lease: lease, Poll: 10 * time.Millisecond}
+	k := KeyOf("r-1", "a")
+	started, release := make(chan struct{}), make(chan struct{})
+	aDone := make(chan error, 1)
+	go func() {
+		_, err := a.Do(ctx, k, func() error { close(started); <-release; return nil })
+		aDone <- err
+	}()
+	<-started
+	// Five leases long: without renewal the claim would run out and b would forward.
+	bctx, cancel := context.WithTimeout(ctx, 5*lease)
+	defer cancel()
+	if _, err := b.Do(bctx, k, func() error { t.Error("a copy was forwarded while the first forward ran"); return nil }); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("the copy's wait ended with %v, want its deadline", err)
+	}
+	close(release)
+	if err := <-aDone; err != nil {
+		t.Fatal(err)
+	}
+	if dup, err := b.Do(ctx, k, func() error { t.Error("forwarded after the record"); return nil }); !dup || err != nil {
+		t.Errorf("after the first forward: dup %v err %v", dup, err)
+	}
+}

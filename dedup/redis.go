@@ -15,7 +15,8 @@ const RedisPrefix = "lps:dedup:"
 
 // Redis is a Store in a Redis or Valkey server, shared by the comp2 instances that fail over to
 // each other: a copy of an alarm that reaches another instance than the first is recognised
-// there too. A key is claimed with SET NX and a lease (the value names the instance), replaced
+// there too. A key is claimed with SET NX and a lease (the value names the instance, which renews
+// it while its forward runs), replaced
 // by "forwarded" with the window as its expiry when the forward succeeded, deleted when it
 // failed. What survives depends on the server's own persistence (appendonly): a Redis that
 // restarts without it forgets the window.
@@ -44,6 +45,11 @@ return 2`)
 // belong to another instance by now.
 var releaseScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`)
+
+// renewScript extends a key's expiry to ARGV[2] milliseconds only while it holds ARGV[1].
+var renewScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0`)
 
 // NewRedis prepares the store of the server at url (redis://[user:password@]host:port[/db], or
@@ -98,6 +104,14 @@ func (s *Redis) Done(ctx context.Context, key Key) error {
 func (s *Redis) Release(ctx context.Context, key Key) error {
 	return releaseScript.Run(ctx, s.c, []string{s.name(key)}, s.token).Err()
 }
+
+// Renew extends this instance's claim of key to lease from now.
+func (s *Redis) Renew(ctx context.Context, key Key, lease time.Duration) (bool, error) {
+	n, err := renewScript.Run(ctx, s.c, []string{s.name(key)}, s.token, lease.Milliseconds()).Int()
+	return n == 1, err
+}
+
+var _ Renewer = (*Redis)(nil)
 
 // Close closes the connections.
 func (s *Redis) Close() error { return s.c.Close() }

@@ -89,9 +89,7 @@ func New(cfg Config) (*Comp2, error) {
 			return nil, err
 		}
 		c.store = store
-		// A claim in a shared store outlasts the longest forward: only a comp2 that died
-		// mid-forward leaves one to run out.
-		c.dedup = &dedup.Window{Store: store, Lease: cfg.ForwardTimeout + 5*time.Second, Logger: cfg.Logger.Named("dedup")}
+		c.dedup = &dedup.Window{Store: store, Logger: cfg.Logger.Named("dedup")}
 		if r, ok := store.(*dedup.Redis); ok {
 			ready = r.Ping // without its store comp2 forwards nothing
 		}
