@@ -58,6 +58,8 @@ var (
 		"broker",
 		"proxy2-1", "proxy2-2", "proxy2-3",
 	)
+	// lpsVolumes are the broker's queue and each comp2's dedup window.
+	lpsVolumes = []string{"broker-data", "comp2-1-dedup", "comp2-2-dedup", "comp2-3-dedup"}
 	// faultServices are stopped together in the LPS test: a comp2 and an mqtt2http that does
 	// not forward to it, so that proxy2-1 has to retry while proxy2-2's share moves elsewhere.
 	faultServices = []string{"ars-comp-2-1", "proxy2-2"}
@@ -75,8 +77,8 @@ func TestConfig(t *testing.T) {
 		}{
 			{[]string{"baseline.yml"}, baselineServices, nil},
 			{[]string{"baseline.yml", "baseline.wan.yml"}, baselineServices, nil},
-			{[]string{"lps.yml"}, lpsServices, []string{"broker-data"}},
-			{[]string{"lps.yml", "lps.wan.yml"}, lpsServices, []string{"broker-data"}},
+			{[]string{"lps.yml"}, lpsServices, lpsVolumes},
+			{[]string{"lps.yml", "lps.wan.yml"}, lpsServices, lpsVolumes},
 		} {
 			project := "lpstest" + randomName()
 			if out, err := e.run(ctx, nil, project, tt.files, "config", "-q"); err != nil || strings.TrimSpace(out) != "" {
