@@ -41,6 +41,26 @@ const (
 	Mosquitto BrokerKind = "mosquitto"
 )
 
+// DedupStore is where the cluster's comp2 keep their dedup window.
+type DedupStore string
+
+// Dedup stores of a Cluster.
+const (
+	// DedupMemory is comp2's default: each instance's window in its memory.
+	DedupMemory DedupStore = "memory"
+	// DedupDir gives each comp2 --dedup-dir: its own window on disk, kept across restarts.
+	DedupDir DedupStore = "dir"
+	// DedupRedis starts a redis-server and gives every comp2 --dedup-store: one window shared
+	// by all.
+	DedupRedis DedupStore = "redis"
+)
+
+// DefaultRedisPath is where Debian installs the Redis server; otherwise it is looked up in PATH.
+const DefaultRedisPath = "/usr/bin/redis-server"
+
+// ErrNoRedis means a DedupRedis cluster was asked for but no redis-server was found.
+var ErrNoRedis = errors.New("redis-server not installed")
+
 // DefaultMosquittoPath is where Debian installs Mosquitto; otherwise it is looked up in PATH.
 const DefaultMosquittoPath = "/usr/sbin/mosquitto"
 
@@ -74,6 +94,8 @@ type ClusterConfig struct {
 	ExtraArgs map[string][]string
 	// StartTimeout bounds the start of each tier of the topology; zero means 30 s.
 	StartTimeout time.Duration
+	// DedupStore is where every comp2 keeps its dedup window; "" means DedupMemory.
+	DedupStore DedupStore
 	// ConsumersLater leaves every mqtt2http unstarted: the LPS takes alarms before any
 	// consumer ever subscribed (a first start), and a scenario starts them (StartConsumers).
 	ConsumersLater bool
@@ -94,6 +116,13 @@ func (c *ClusterConfig) defaults() error {
 	}
 	if c.StartTimeout == 0 {
 		c.StartTimeout = 30 * time.Second
+	}
+	switch c.DedupStore {
+	case "":
+		c.DedupStore = DedupMemory
+	case DedupMemory, DedupDir, DedupRedis:
+	default:
+		return fmt.Errorf("unknown dedup store %q (want %s, %s or %s)", c.DedupStore, DedupMemory, DedupDir, DedupRedis)
 	}
 	if c.Broker == Mosquitto && c.MosquittoPath == "" {
 		c.MosquittoPath = DefaultMosquittoPath
@@ -121,6 +150,8 @@ type Cluster struct {
 
 	RastSim   *Process
 	Backend   *FaultyUpstream
+	// Redis is the shared dedup store's server (DedupRedis), else nil.
+	Redis     *Process
 	Comp2     []*Process
 	Broker    *Process
 	MQTT2HTTP []*Process
@@ -169,12 +200,24 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (c *Cluster, err error
 		return c, err
 	}
 
+	if cfg.DedupStore == DedupRedis {
+		if err := c.startRedis(ctx); err != nil {
+			return c, err
+		}
+	}
 	for i := range n {
+		name := fmt.Sprintf("ars-comp-2-%d", i+1)
 		args := []string{"--upstream", c.Backend.URL()}
 		if cfg.Comp2Timeout > 0 {
 			args = append(args, "--timeout", cfg.Comp2Timeout.String())
 		}
-		c.Comp2 = append(c.Comp2, c.lps(fmt.Sprintf("ars-comp-2-%d", i+1), "comp2", "--listen", args...))
+		switch cfg.DedupStore {
+		case DedupDir:
+			args = append(args, "--dedup-dir", filepath.Join(cfg.Dir, name+"-dedup"))
+		case DedupRedis:
+			args = append(args, "--dedup-store", "redis://"+c.Redis.Arg("--bind")+":"+c.Redis.Arg("--port"))
+		}
+		c.Comp2 = append(c.Comp2, c.lps(name, "comp2", "--listen", args...))
 	}
 	if err := c.startTier(ctx, c.Comp2...); err != nil {
 		return c, err
@@ -324,6 +367,36 @@ func (c *Cluster) startBroker(ctx context.Context) error {
 	return c.startTier(ctx, c.Broker)
 }
 
+// startRedis starts the redis-server of the shared dedup store, without persistence: the test
+// is about comp2, not about Redis's durability.
+func (c *Cluster) startRedis(ctx context.Context) error {
+	bin := DefaultRedisPath
+	if _, err := os.Stat(bin); err != nil {
+		p, lerr := exec.LookPath("redis-server")
+		if lerr != nil {
+			return fmt.Errorf("%w: not at %s nor in PATH", ErrNoRedis, DefaultRedisPath)
+		}
+		bin = p
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	host, port, _ := net.SplitHostPort(addr)
+	dir := filepath.Join(c.cfg.Dir, "redis-data")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	c.Redis = NewProcess(ProcessConfig{
+		Name:    "redis",
+		Path:    bin,
+		Args:    []string{"--bind", host, "--port", port, "--save", "", "--appendonly", "no", "--dir", dir},
+		LogPath: filepath.Join(c.cfg.Dir, "redis.log"),
+		Ready:   TCPReady(addr),
+	})
+	return c.startTier(ctx, c.Redis)
+}
+
 // parallel runs f for every process at once and returns their errors joined; the first error
 // cancels the others' context.
 func parallel(ctx context.Context, ps []*Process, f func(context.Context, *Process) error) error {
@@ -378,7 +451,7 @@ func (c *Cluster) StartConsumers(ctx context.Context) error {
 // Processes are every process of the cluster, backend first.
 func (c *Cluster) Processes() []*Process {
 	var out []*Process
-	for _, p := range append(append([]*Process{c.RastSim}, c.Comp2...), c.Broker) {
+	for _, p := range append(append([]*Process{c.RastSim, c.Redis}, c.Comp2...), c.Broker) {
 		if p != nil {
 			out = append(out, p)
 		}

@@ -351,6 +351,12 @@ func runScenario(t *testing.T, broker faults.BrokerKind, s faults.Scenario, runC
 	if errors.Is(err, faults.ErrNoMosquitto) {
 		t.Skip(err)
 	}
+	if errors.Is(err, faults.ErrNoRedis) {
+		if os.Getenv("LPS_REQUIRE_REDIS") == "1" {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
 	if err != nil {
 		t.Fatalf("starting the cluster: %v", err)
 	}

@@ -301,6 +301,11 @@ func (c *Cluster) samplePeakQueue(ctx context.Context) int {
 // awaitInflight polls metric on ps until its sum reaches at least 1 or inflightWait passes,
 // and returns the last sum.
 func awaitInflight(ctx context.Context, c *Cluster, metric string, ps ...*Process) float64 {
+	return awaitInflightN(ctx, c, 1, metric, ps...)
+}
+
+// awaitInflightN is awaitInflight until the sum reaches n: a kill then catches several.
+func awaitInflightN(ctx context.Context, c *Cluster, n float64, metric string, ps ...*Process) float64 {
 	ctx, cancel := context.WithTimeout(ctx, inflightWait)
 	defer cancel()
 	for {
@@ -311,7 +316,7 @@ func awaitInflight(ctx context.Context, c *Cluster, metric string, ps ...*Proces
 				sum += v
 			}
 		}
-		if sum >= 1 || ctx.Err() != nil {
+		if sum >= n || ctx.Err() != nil {
 			return sum
 		}
 		t := time.NewTimer(time.Millisecond)
@@ -506,10 +511,125 @@ const (
 		"window never saw it"
 )
 
+// dupKilledMidForward is the residual case of every dedup store: nothing can tell whether the
+// backend took an alarm whose comp2 died before recording the outcome, and the LPS delivers it
+// again rather than risk losing it.
+const dupKilledMidForward = "comp2 was killed (kill -9) after the backend took an alarm and before it recorded that: " +
+	"no store can know, and the alarm is delivered again rather than risk losing it (at most the forwards in flight at the kill)"
+
+// dupLocalWindowFailover is the residual case of a window of each comp2's own.
+const dupLocalWindowFailover = "each comp2 has a window of its own: an alarm that comp2-2 forwarded while comp2-1 was down, " +
+	"redelivered after comp2-1 is back (Mosquitto keeps a killed consumer's messages for it until it reconnects), goes to comp2-1, " +
+	"whose window never saw it; --dedup-store redis:// shares one window"
+
+// dedupScenarios are the faults of comp2's dedup window, each with comp2's window on disk (dir)
+// and shared in Redis (redis).
+func dedupScenarios() []Scenario {
+	var out []Scenario
+	for _, store := range []DedupStore{DedupDir, DedupRedis} {
+		setup := func(cfg *ClusterConfig) { cfg.DedupStore = store }
+		// Several forwards in flight at once, so that a kill catches a few, and among them
+		// alarms that failed over to another comp2 than their own.
+		busy := func(cfg *ClusterConfig) { cfg.DedupStore, cfg.MaxInflight = store, 8 }
+		failoverDup := ""
+		if store == DedupDir {
+			failoverDup = dupLocalWindowFailover
+		}
+		out = append(out,
+			Scenario{
+				Name:       "comp2-kill-" + string(store),
+				Title:      fmt.Sprintf("kill -9 of comp2-1 with forwards in flight, restarted 5 s later (window: %s)", store),
+				Setup:      busy,
+				Rate:       BacklogRate,
+				Duplicates: dupKilledMidForward,
+				Inject: func(ctx context.Context, e *Env) error {
+					c := e.Cluster
+					victim := c.Comp2[0]
+					c.Backend.Delay(InflightDelay)
+					n := awaitInflightN(ctx, c, 3, "lps_http_requests_in_flight", victim)
+					err := victim.Kill()
+					c.Backend.Pass()
+					if err != nil {
+						return err
+					}
+					e.Detail("killed %s with %.0f forwards in flight", victim.Name(), n)
+					if err := e.Wait(ctx, e.Config.RestartAfter); err != nil {
+						return err
+					}
+					if err := c.Restart(ctx, victim); err != nil {
+						return err
+					}
+					e.Note("restarted %s", victim.Name())
+					return c.WaitReady(ctx)
+				},
+			},
+			Scenario{
+				Name:  "comp2-restart-all-" + string(store),
+				Title: fmt.Sprintf("every comp2 stopped (SIGTERM) with forwards in flight and started again at once (window: %s)", store),
+				Setup: setup,
+				Inject: func(ctx context.Context, e *Env) error {
+					c := e.Cluster
+					c.Backend.Delay(InflightDelay)
+					n := awaitInflight(ctx, c, "lps_http_requests_in_flight", c.Comp2...)
+					// The slow backend still answers while they stop: each finishes and records
+					// its forwards before it exits.
+					err := termAll(ctx, c.Comp2...)
+					c.Backend.Pass()
+					if err != nil {
+						return err
+					}
+					e.Detail("stopped every comp2 with %.0f forwards in flight", n)
+					if err := c.Restart(ctx, c.Comp2...); err != nil {
+						return err
+					}
+					e.Note("restarted every comp2")
+					return c.WaitReady(ctx)
+				},
+			},
+			Scenario{
+				Name:       "comp2-failover-" + string(store),
+				Title:      fmt.Sprintf("comp2-1 down, proxy2-1 killed (kill -9) while the others forward comp2-1's alarms, comp2-1 back, then proxy2-1 (window: %s)", store),
+				Setup:      busy,
+				Rate:       BacklogRate,
+				Duplicates: failoverDup,
+				Inject: func(ctx context.Context, e *Env) error {
+					c := e.Cluster
+					if err := termAll(ctx, c.Comp2[0]); err != nil {
+						return err
+					}
+					e.Note("stopped %s: its alarms fail over", c.Comp2[0].Name())
+					c.Backend.Delay(InflightDelay)
+					victim := c.MQTT2HTTP[0]
+					n := awaitInflightN(ctx, c, 3, "lps_mqtt_inflight_forwards", victim)
+					err := victim.Kill()
+					c.Backend.Pass()
+					if err != nil {
+						return err
+					}
+					e.Detail("killed %s with %.0f forwards in flight, %s down", victim.Name(), n, c.Comp2[0].Name())
+					if err := e.Wait(ctx, e.Config.Fault); err != nil {
+						return err
+					}
+					if err := c.Restart(ctx, c.Comp2[0]); err != nil {
+						return err
+					}
+					e.Note("restarted %s", c.Comp2[0].Name())
+					if err := c.Restart(ctx, victim); err != nil {
+						return err
+					}
+					e.Note("restarted %s", victim.Name())
+					return c.WaitReady(ctx)
+				},
+			},
+		)
+	}
+	return out
+}
+
 // Scenarios is the fault suite of the issue: each scenario injects one fault into a running
 // LPS under load and recovers from it.
 func Scenarios() []Scenario {
-	return []Scenario{
+	return append([]Scenario{
 		{
 			Name:  "comp2-down",
 			Title: "every comp2 down (SIGTERM), then started again",
@@ -728,7 +848,7 @@ func Scenarios() []Scenario {
 				return err
 			},
 		},
-	}
+	}, dedupScenarios()...)
 }
 
 func peakq(n int) string {

@@ -1,0 +1,106 @@
+package dedup
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lpsdev/lps/internal/testutil"
+)
+
+// BenchmarkStoreRecord records b.N alarms in each store, as comp2 does (Claim, then Done), and
+// reports what the window costs per alarm: heap in the process, and on disk (Bolt) or in the
+// server (Redis). The window's size after a million alarms:
+//
+//	go test -run '^$' -bench StoreRecord -benchtime 1000000x ./dedup/
+func BenchmarkStoreRecord(b *testing.B) {
+	for _, name := range []string{"memory", "bolt", "redis"} {
+		b.Run(name, func(b *testing.B) {
+			ctx := context.Background()
+			var s Store
+			var outside func() int64 // bytes kept outside the heap
+			switch name {
+			case "memory":
+				s = &Memory{TTL: time.Hour, Max: b.N + 1}
+			case "bolt":
+				dir := b.TempDir()
+				bs, err := OpenBolt(dir, time.Hour)
+				if err != nil {
+					b.Fatal(err)
+				}
+				s = bs
+				outside = func() int64 {
+					fi, err := os.Stat(filepath.Join(dir, BoltFile))
+					if err != nil {
+						b.Fatal(err)
+					}
+					return fi.Size()
+				}
+			case "redis":
+				r := testutil.StartRedis(b)
+				rs, err := NewRedis(r.URL, time.Hour)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := rs.Ping(ctx); err != nil {
+					b.Fatal(err)
+				}
+				s = rs
+				outside = func() int64 { return redisUsedMemory(b, rs) }
+			}
+			defer s.Close()
+			var before int64
+			if outside != nil {
+				before = outside()
+			}
+			heapBefore := heapInUse()
+			b.ResetTimer()
+			for i := range b.N {
+				k := KeyOf(strconv.Itoa(i), "0151", "Phone: 0151, Branch: 2001, Headnumber: 8023, TriggerTime: 2026-12-06T00:00:00Z")
+				if st, err := s.Claim(ctx, k, DefaultLease); err != nil || st != Claimed {
+					b.Fatalf("claim %d: %v %v", i, st, err)
+				}
+				if err := s.Done(ctx, k); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(heapInUse()-heapBefore)/float64(b.N), "heap-B/alarm")
+			if outside != nil {
+				b.ReportMetric(float64(outside()-before)/float64(b.N), "stored-B/alarm")
+			}
+			runtime.KeepAlive(s)
+		})
+	}
+}
+
+func heapInUse() int64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapInuse)
+}
+
+func redisUsedMemory(b *testing.B, s *Redis) int64 {
+	info, err := s.c.Info(context.Background(), "memory").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, l := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "used_memory:"); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return n
+		}
+	}
+	b.Fatal(fmt.Errorf("no used_memory in INFO memory"))
+	return 0
+}
