@@ -148,8 +148,8 @@ func (c *ClusterConfig) defaults() error {
 type Cluster struct {
 	cfg ClusterConfig
 
-	RastSim   *Process
-	Backend   *FaultyUpstream
+	RastSim *Process
+	Backend *FaultyUpstream
 	// Redis is the shared dedup store's server (DedupRedis), else nil.
 	Redis     *Process
 	Comp2     []*Process
