@@ -2,6 +2,7 @@ package broker
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"slices"
 	"sort"
@@ -947,7 +948,7 @@ func (d *dispatcher) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	for _, m := range s.inflight {
 		inflight = append(inflight, m)
 	}
-	slices.SortFunc(inflight, func(a, b *outMsg) int { return compareSeq(a.seq, b.seq) })
+	slices.SortFunc(inflight, func(a, b *outMsg) int { return cmp.Compare(a.seq, b.seq) })
 	for _, m := range inflight {
 		d.send(c, m.packet())
 	}
@@ -956,16 +957,6 @@ func (d *dispatcher) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 
 	d.senders.Add(1)
 	go d.runSender(c)
-}
-
-func compareSeq(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // windowFor is the receive quota of a client: its receive maximum (65535 when

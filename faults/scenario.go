@@ -406,6 +406,29 @@ func withArgs(extra map[string][]string, role string, args ...string) map[string
 	return out
 }
 
+// killMidForward slows the backend down until victim has at least n forwards in flight (by its
+// metric; at most inflightWait), kills it (SIGKILL), lets the backend answer again, and starts
+// the victim again after RestartAfter.
+func killMidForward(ctx context.Context, e *Env, victim *Process, metric string, n float64) error {
+	c := e.Cluster
+	c.Backend.Delay(InflightDelay)
+	inflight := awaitInflightN(ctx, c, n, metric, victim)
+	err := victim.Kill()
+	c.Backend.Pass()
+	if err != nil {
+		return err
+	}
+	e.Detail("killed %s with %.0f forwards in flight", victim.Name(), inflight)
+	if err := e.Wait(ctx, e.Config.RestartAfter); err != nil {
+		return err
+	}
+	if err := c.Restart(ctx, victim); err != nil {
+		return err
+	}
+	e.Note("restarted %s", victim.Name())
+	return c.WaitReady(ctx)
+}
+
 // termAll stops processes gracefully, in parallel.
 func termAll(ctx context.Context, ps ...*Process) error {
 	ctx, cancel := context.WithTimeout(ctx, 90*time.Second) // mqtt2http drains for 15 s at most
@@ -543,24 +566,7 @@ func dedupScenarios() []Scenario {
 				Rate:       BacklogRate,
 				Duplicates: dupKilledMidForward,
 				Inject: func(ctx context.Context, e *Env) error {
-					c := e.Cluster
-					victim := c.Comp2[0]
-					c.Backend.Delay(InflightDelay)
-					n := awaitInflightN(ctx, c, 3, "lps_http_requests_in_flight", victim)
-					err := victim.Kill()
-					c.Backend.Pass()
-					if err != nil {
-						return err
-					}
-					e.Detail("killed %s with %.0f forwards in flight", victim.Name(), n)
-					if err := e.Wait(ctx, e.Config.RestartAfter); err != nil {
-						return err
-					}
-					if err := c.Restart(ctx, victim); err != nil {
-						return err
-					}
-					e.Note("restarted %s", victim.Name())
-					return c.WaitReady(ctx)
+					return killMidForward(ctx, e, e.Cluster.Comp2[0], "lps_http_requests_in_flight", 3)
 				},
 			},
 			Scenario{
@@ -648,24 +654,7 @@ func Scenarios() []Scenario {
 			Name:  "mqtt2http-kill-one",
 			Title: "kill -9 of one mqtt2http with forwards in flight, restarted 5 s later",
 			Inject: func(ctx context.Context, e *Env) error {
-				c := e.Cluster
-				victim := c.MQTT2HTTP[0]
-				c.Backend.Delay(InflightDelay)
-				n := awaitInflight(ctx, c, "lps_mqtt_inflight_forwards", victim)
-				err := victim.Kill()
-				c.Backend.Pass()
-				if err != nil {
-					return err
-				}
-				e.Detail("killed %s with %.0f forwards in flight", victim.Name(), n)
-				if err := e.Wait(ctx, e.Config.RestartAfter); err != nil {
-					return err
-				}
-				if err := c.Restart(ctx, victim); err != nil {
-					return err
-				}
-				e.Note("restarted %s", victim.Name())
-				return c.WaitReady(ctx)
+				return killMidForward(ctx, e, e.Cluster.MQTT2HTTP[0], "lps_mqtt_inflight_forwards", 1)
 			},
 		},
 		{

@@ -1,6 +1,7 @@
 package mqtt2http
 
 import (
+	"cmp"
 	"context"
 	"slices"
 	"time"
@@ -61,7 +62,7 @@ func (b *Bridge) next(soft context.Context) (*delivery, bool) {
 		for len(b.held) > 0 && !b.held[0].due.After(now) {
 			d := b.held[0]
 			b.held = b.held[1:]
-			i, _ := slices.BinarySearchFunc(b.queue, d.seq, func(q *delivery, seq uint64) int { return compare(q.seq, seq) })
+			i, _ := slices.BinarySearchFunc(b.queue, d.seq, func(q *delivery, seq uint64) int { return cmp.Compare(q.seq, seq) })
 			b.queue = slices.Insert(b.queue, i, d)
 		}
 		b.m.held.Set(float64(len(b.held)))
@@ -108,16 +109,6 @@ func (b *Bridge) next(soft context.Context) (*delivery, bool) {
 			return nil, false
 		}
 	}
-}
-
-func compare(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // finished records the end of a message's turn with the outage tracker.
@@ -167,7 +158,7 @@ func (b *Bridge) stop() []*delivery {
 	b.queue, b.held = nil, nil
 	b.m.queued.Set(0)
 	b.m.held.Set(0)
-	slices.SortFunc(left, func(x, y *delivery) int { return compare(x.seq, y.seq) })
+	slices.SortFunc(left, func(x, y *delivery) int { return cmp.Compare(x.seq, y.seq) })
 	b.broadcastLocked()
 	return left
 }
