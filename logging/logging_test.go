@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 func TestFileGetsServiceNamedLog(t *testing.T) {
@@ -47,7 +48,6 @@ func TestConfigErrors(t *testing.T) {
 		{"format", Config{Format: "xml"}, "log format"},
 		{"level", Config{Level: "loud"}, "log level"},
 		{"no service name", Config{FileDir: t.TempDir()}, "service name"},
-		{"dir is a file", Config{FileDir: file, ServiceName: "x"}, "log directory"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, _, err := New(tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -56,3 +56,60 @@ func TestConfigErrors(t *testing.T) {
 		})
 	}
 }
+
+// A log file that cannot be written is a warning on stderr, not a stop: the role serves on.
+func TestUnwritableFileWarnsAndRunsOn(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(file, nil, 0o644)
+	logger, closeLog, err := New(Config{Format: FormatJSON, FileDir: file, ServiceName: "x"})
+	if err != nil {
+		t.Fatalf("New with a log dir that is a file: %v, want a logger", err)
+	}
+	defer closeLog()
+	logger.Info("still logging") // to stderr
+}
+
+func TestFileIsReadableByEveryone(t *testing.T) {
+	dir := t.TempDir()
+	logger, closeLog, err := New(Config{Format: FormatJSON, FileDir: dir, ServiceName: "broker"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger.Info("x")
+	closeLog()
+	fi, err := os.Stat(filepath.Join(dir, "broker.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o644 {
+		t.Errorf("log file mode %v, want 0644", fi.Mode().Perm())
+	}
+}
+
+// QuietRequests keeps the per-request lines off the console, not out of the file.
+func TestQuietRequests(t *testing.T) {
+	c := quietCore{zapcore.NewNopCore()}
+	for _, tc := range []struct {
+		level  zapcore.Level
+		fields []zapcore.Field
+		drop   bool
+	}{
+		{zapcore.InfoLevel, []zapcore.Field{zap.String("request_id", "r")}, true},
+		{zapcore.InfoLevel, []zapcore.Field{zap.String("addr", "a")}, false},
+		{zapcore.WarnLevel, []zapcore.Field{zap.String("request_id", "r")}, false},
+	} {
+		w := &countingCore{Core: zapcore.NewNopCore()}
+		c.Core = w
+		c.Write(zapcore.Entry{Level: tc.level}, tc.fields)
+		if (w.n == 0) != tc.drop {
+			t.Errorf("level %v fields %v: written %d, want dropped %v", tc.level, tc.fields, w.n, tc.drop)
+		}
+	}
+}
+
+type countingCore struct {
+	zapcore.Core
+	n int
+}
+
+func (c *countingCore) Write(zapcore.Entry, []zapcore.Field) error { c.n++; return nil }
