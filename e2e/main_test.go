@@ -110,3 +110,6 @@ func (p *proc) wait(t *testing.T, timeout time.Duration) int {
 		return -1
 	}
 }
+
+// writeFile makes an empty file at path.
+func writeFile(path string) error { return os.WriteFile(path, nil, 0o644) }

@@ -42,15 +42,45 @@ const (
 	RoleBroker    = "broker"
 )
 
+// The fixed ports of a topology, as compose/ publishes them.
+const (
+	DefaultComp1Port       = 7081 // and the next ones for the other comp1
+	DefaultRastSimPort     = 8084
+	DefaultBrokerPort      = 1883
+	DefaultBrokerAdminPort = 9090
+)
+
+// ListenError is a service that could not listen on its address: most often a port another
+// program (a second topology) holds.
+type ListenError struct {
+	Service, Role string
+	Addr          string // the address it could not listen on
+	Err           error
+}
+
+func (e *ListenError) Error() string {
+	return fmt.Sprintf("%s (%s) cannot listen on %s: %v", e.Service, e.Role, e.Addr, e.Err)
+}
+
+func (e *ListenError) Unwrap() error { return e.Err }
+
 // Config describes a topology. Zero fields take the documented defaults.
 type Config struct {
 	// Kind is Baseline or LPS; "" means Baseline.
 	Kind string
 	// Host is the loopback address every role binds; "" means 127.0.0.1.
 	Host string
-	// Comp1Port is the first of the comp1 ports (the original's 7081–7083); zero means 7081,
-	// negative means ephemeral ports (tests).
+	// Comp1Port is the first of the comp1 ports (the original's 7081–7083); zero means
+	// DefaultComp1Port.
 	Comp1Port int
+	// RastSimPort, BrokerPort and BrokerAdminPort are the ports of the other services a user
+	// talks to, as the compose files publish them; zero means DefaultRastSimPort,
+	// DefaultBrokerPort and DefaultBrokerAdminPort. The other services (comp2, the bridges) get
+	// free ports.
+	RastSimPort, BrokerPort, BrokerAdminPort int
+	// Ephemeral gives every service a free port instead, so that tests and a second topology
+	// can run beside one on the default ports.
+	Ephemeral bool
 	// Instances is how many comp1, comp2 and bridges of each kind run; zero means 3, as the
 	// original.
 	Instances int
@@ -82,8 +112,16 @@ func (c *Config) defaults() error {
 	if c.Host == "" {
 		c.Host = "127.0.0.1"
 	}
-	if c.Comp1Port == 0 {
-		c.Comp1Port = 7081
+	for _, p := range []struct {
+		port *int
+		def  int
+	}{{&c.Comp1Port, DefaultComp1Port}, {&c.RastSimPort, DefaultRastSimPort}, {&c.BrokerPort, DefaultBrokerPort}, {&c.BrokerAdminPort, DefaultBrokerAdminPort}} {
+		if *p.port == 0 {
+			*p.port = p.def
+		}
+		if *p.port < 0 || *p.port > 65535 {
+			return fmt.Errorf("port %d is outside 1..65535", *p.port)
+		}
 	}
 	if c.Instances == 0 {
 		c.Instances = 3
@@ -146,25 +184,37 @@ type Topology struct {
 }
 
 // New builds every role, backend first, each wired to the next, with its listener open. On
-// error the roles already built are released.
-func New(cfg Config) (t *Topology, err error) {
+// error the roles already built are released; a service that cannot listen is a
+// *ListenError.
+func New(cfg Config) (*Topology, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	t = &Topology{cfg: cfg, byName: map[string]*Service{}, failed: make(chan error, 64), launched: make(chan struct{})}
-	defer func() {
-		if err != nil {
-			t.release()
-		}
-	}()
+	t := &Topology{cfg: cfg, byName: map[string]*Service{}, failed: make(chan error, 64), launched: make(chan struct{})}
+	if err := t.build(); err != nil {
+		t.release()
+		return nil, err
+	}
+	return t, nil
+}
+
+// build builds the roles of t's topology.
+func (t *Topology) build() error {
+	cfg := t.cfg
 	ephemeral := net.JoinHostPort(cfg.Host, "0")
+	fixed := func(port int) string {
+		if cfg.Ephemeral {
+			return ephemeral
+		}
+		return net.JoinHostPort(cfg.Host, strconv.Itoa(port))
+	}
 	n := cfg.Instances
 
 	simCfg := rastsim.Config{Model: cfg.Model}
-	simCfg.Listen = ephemeral
+	simCfg.Listen = fixed(cfg.RastSimPort)
 	sim, err := t.add("ars-comp-3", RoleRastSim, &simCfg.Server, func() (role, error) { return rastsim.New(simCfg) })
 	if err != nil {
-		return nil, err
+		return err
 	}
 
 	comp2Addrs := make([]net.Addr, n)
@@ -173,7 +223,7 @@ func New(cfg Config) (t *Topology, err error) {
 		c.Listen = ephemeral
 		s, err := t.add(fmt.Sprintf("ars-comp-2-%d", i+1), RoleComp2, &c.Server, func() (role, error) { return comp2.New(c) })
 		if err != nil {
-			return nil, err
+			return err
 		}
 		comp2Addrs[i] = s.Addr
 	}
@@ -182,8 +232,8 @@ func New(cfg Config) (t *Topology, err error) {
 	if cfg.Kind == LPS {
 		brokerURL := cfg.BrokerURL
 		if brokerURL == "" {
-			bc := mqttbroker.Config{Listen: ephemeral, DataDir: cfg.DataDir}
-			bc.Admin.Listen = ephemeral
+			bc := mqttbroker.Config{Listen: fixed(cfg.BrokerPort), DataDir: cfg.DataDir}
+			bc.Admin.Listen = fixed(cfg.BrokerAdminPort)
 			var mb *mqttbroker.Broker
 			s, err := t.add("broker", RoleBroker, &bc.Admin, func() (role, error) {
 				b, err := mqttbroker.New(bc)
@@ -191,7 +241,7 @@ func New(cfg Config) (t *Topology, err error) {
 				return b, err
 			})
 			if err != nil {
-				return nil, err
+				return err
 			}
 			bc.Listen, bc.Admin.Listen = s.Addr.String(), mb.AdminAddr().String()
 			brokerURL = "mqtt://" + s.Addr.String()
@@ -213,7 +263,7 @@ func New(cfg Config) (t *Topology, err error) {
 			}
 			c.Admin.Listen = ephemeral
 			if _, err := t.add(c.ServiceName, RoleMQTT2HTTP, &c.Admin, func() (role, error) { return mqtt2http.New(c) }); err != nil {
-				return nil, err
+				return err
 			}
 		}
 		next = make([]net.Addr, n)
@@ -222,7 +272,7 @@ func New(cfg Config) (t *Topology, err error) {
 			c.Listen = ephemeral
 			s, err := t.add(fmt.Sprintf("proxy1-%d", i+1), RoleHTTP2MQTT, &c.Server, func() (role, error) { return http2mqtt.New(c) })
 			if err != nil {
-				return nil, err
+				return err
 			}
 			next[i] = s.Addr
 		}
@@ -230,15 +280,12 @@ func New(cfg Config) (t *Topology, err error) {
 
 	for i := range n {
 		c := comp1.Config{Upstream: roles.Upstream{URL: "http://" + next[i].String(), HTTP2: cfg.HTTP2}}
-		c.Listen = ephemeral
-		if cfg.Comp1Port > 0 {
-			c.Listen = net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Comp1Port+i))
-		}
+		c.Listen = fixed(cfg.Comp1Port + i)
 		if _, err := t.add(fmt.Sprintf("ars-comp-1-%d", i+1), RoleComp1, &c.Server, func() (role, error) { return comp1.New(c) }); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return t, nil
+	return nil
 }
 
 // add builds a role once and registers it as a service named name. srv is the role's server
@@ -251,6 +298,14 @@ func (t *Topology) add(name, roleName string, srv *roles.Server, build func() (r
 		srv.Logger = t.cfg.Logger.Named(name)
 		srv.Registry = prometheus.NewRegistry()
 		r, err := build()
+		var oe *net.OpError
+		if errors.As(err, &oe) && oe.Op == "listen" {
+			addr := ""
+			if oe.Addr != nil {
+				addr = oe.Addr.String()
+			}
+			return nil, nil, &ListenError{Service: name, Role: roleName, Addr: addr, Err: oe.Err}
+		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("starting %s: %w", name, err)
 		}
@@ -462,4 +517,57 @@ func (t *Topology) WaitReady(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// Status is what a topology has done so far: what a console status line shows.
+type Status struct {
+	// Accepted and Refused count the alarms comp1 answered 2xx and otherwise (POSTs only).
+	Accepted, Refused int
+	// Delivered counts what rast-sim received.
+	Delivered int
+	// Backlog is what the embedded broker still has to deliver (queued, in flight, delayed);
+	// -1 when it does not tell (the baseline, an external broker, a stopped broker).
+	Backlog int
+}
+
+// Status reads the counters of the running services.
+func (t *Topology) Status() Status {
+	st := Status{Backlog: -1}
+	for _, s := range t.ByRole(RoleComp1) {
+		reg := s.Registry()
+		if reg == nil {
+			continue
+		}
+		mfs, err := reg.Gather()
+		if err != nil {
+			continue
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != "lps_http_requests_total" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				labels := map[string]string{}
+				for _, l := range m.GetLabel() {
+					labels[l.GetName()] = l.GetValue()
+				}
+				if labels["method"] != http.MethodPost {
+					continue
+				}
+				n := int(m.GetCounter().GetValue())
+				if strings.HasPrefix(labels["code"], "2") {
+					st.Accepted += n
+				} else {
+					st.Refused += n
+				}
+			}
+		}
+	}
+	if sim := t.Sim(); sim != nil {
+		st.Delivered = sim.Counts().Received
+	}
+	if b := t.Broker(); b != nil {
+		st.Backlog = b.Stats().QueueDepth
+	}
+	return st
 }

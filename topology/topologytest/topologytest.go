@@ -13,11 +13,11 @@ import (
 	"github.com/lpsdev/lps/topology"
 )
 
-// Start runs cfg on ephemeral loopback ports (comp1 too) until the test ends, and returns it
+// Start runs cfg on ephemeral loopback ports until the test ends, and returns it
 // once every role is ready. LPS_TEST_LOG=1 shows the roles' logs, a debugging aid.
 func Start(t testing.TB, cfg topology.Config) *topology.Topology {
 	t.Helper()
-	cfg.Comp1Port = -1
+	cfg.Ephemeral = true
 	if os.Getenv("LPS_TEST_LOG") != "" {
 		cfg.Logger = zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel))
 	}
