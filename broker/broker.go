@@ -99,25 +99,25 @@ type Config struct {
 
 // Stats is a snapshot of what the broker holds.
 type Stats struct {
-	ClientsConnected int // clients with an open connection
-	Sessions         int // sessions held, connected or not
+	ClientsConnected int `json:"clients_connected"` // clients with an open connection
+	Sessions         int `json:"sessions"`          // sessions held, connected or not
 	// Queued counts QoS 1/2 messages waiting for a subscriber's receive
 	// quota or for it to reconnect, in client and shared group queues.
-	Queued int
+	Queued int `json:"queued"`
 	// Inflight counts QoS 1/2 messages sent to a subscriber and not yet
 	// acknowledged (no PUBACK, or for QoS 2 no PUBREC).
-	Inflight int
+	Inflight int `json:"inflight"`
 	// Releasing counts QoS 2 messages the subscriber acknowledged with
 	// PUBREC, whose handshake awaits its PUBCOMP. The subscriber has
 	// processed them; they are not part of QueueDepth.
-	Releasing int
-	Retained  int // retained messages, mochi's $SYS topics not counted
+	Releasing int `json:"releasing"`
+	Retained  int `json:"retained"` // retained messages, mochi's $SYS topics not counted
 	// Delayed counts messages published to $delayed/<seconds>/<topic> that
 	// wait for their time.
-	Delayed int
+	Delayed int `json:"delayed"`
 	// Queues maps each declared queue ("GROUP:FILTER", Queue.String) to the
 	// messages waiting in it, not counting those in flight to a member.
-	Queues map[string]int
+	Queues map[string]int `json:"queues"`
 }
 
 // Broker is an embedded MQTT v5 broker: mochi-mqtt with the LPS's delivery

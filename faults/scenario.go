@@ -372,7 +372,7 @@ func awaitPending(ctx context.Context, c *Cluster) int {
 		var n int
 		if c.BrokerKind() == Embedded {
 			var st struct {
-				Delayed int `json:"Delayed"`
+				Delayed int `json:"delayed"`
 			}
 			if c.getJSON(ctx, "http://"+c.BrokerAdmin+"/stats", &st) == nil {
 				n = st.Delayed

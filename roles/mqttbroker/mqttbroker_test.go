@@ -49,6 +49,14 @@ func TestBrokerRoleServesAdminAndStats(t *testing.T) {
 	if code != 200 || json.Unmarshal([]byte(body), &st) != nil || st.QueueDepth != 0 {
 		t.Errorf("/stats: %d %s", code, body)
 	}
+	// One naming style for every key.
+	var keys map[string]any
+	json.Unmarshal([]byte(body), &keys)
+	for _, k := range []string{"clients_connected", "sessions", "queued", "inflight", "releasing", "retained", "delayed", "queues", "queue_depth"} {
+		if _, ok := keys[k]; !ok {
+			t.Errorf("/stats lacks %q: %s", k, body)
+		}
+	}
 	if _, metrics := get("/metrics"); !strings.Contains(metrics, "lps_broker_") {
 		t.Error("/metrics has no broker metrics")
 	}
