@@ -288,6 +288,9 @@ func (a *app) runLoad(cmd *cobra.Command, f loadFlags) error {
 	if f.out != "" {
 		if err := writeReport(f.out, report); err != nil {
 			problems = append(problems, err.Error())
+		} else {
+			abs, _ := filepath.Abs(f.out)
+			fmt.Fprintf(stderr, "lps load: wrote %s.json and %s.csv\n", abs, abs)
 		}
 	}
 	if n := load.Stats().GivenUp; n > 0 {

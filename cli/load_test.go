@@ -138,6 +138,10 @@ func TestLoadAgainstTheBaseline(t *testing.T) {
 		if !regexp.MustCompile(`(?m)^lps load +\S+: started \d+ \(.*acked \d+.*outstanding \d+.*given up 0, latency p50 \S+ p99 \S+$`).MatchString(stderr) {
 			t.Errorf("no progress line on stderr:\n%s", stderr)
 		}
+		base := strings.TrimSuffix(out, ".json")
+		if !strings.Contains(stderr, "wrote "+base+".json and "+base+".csv") {
+			t.Errorf("stderr does not say where the report went:\n%s", stderr)
+		}
 		r := readReport(t, strings.TrimSuffix(out, ".json"))
 		if r.Sent != sent || r.Acked != sent || r.Received != sent || r.Lost != 0 || r.Duplicated != 0 || r.Latency.Count != sent {
 			t.Errorf("report %v", r)

@@ -184,6 +184,10 @@ func versionString(v string) string {
 			}
 		}
 	}
+	if commit == "unknown" {
+		// go run and go test build without version control information.
+		return v + " (commit unknown: built without version control information, as go run does; make lps records it)"
+	}
 	return fmt.Sprintf("%s (commit %s%s)", v, commit, modified)
 }
 
