@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -160,6 +161,97 @@ func testLPS(t *testing.T, e *engine, image string) {
 	if data, err := os.ReadFile(filepath.Join(top.logs, "proxy2-1.log")); err == nil {
 		t.Logf("proxy2-1 logged %d failed forwards", bytes.Count(data, []byte("forward failed")))
 	}
+}
+
+// A fresh clone has no logs/ folder, and nobody ran make logdir: Docker creates the missing
+// bind-mount source owned by root, which the services' user (65532) cannot write. Every service
+// still becomes healthy, says once on stderr that it logs there only, and 50 alarms arrive
+// exactly once (issue 11: before, every service crash-looped and up -d ended "unhealthy").
+// Under each compose command: each resolves ../logs and has the missing folder created in its
+// own way (v2: the short syntax's create_host_path), and the second adds only about 35 s.
+func TestLPSFreshClone(t *testing.T) {
+	engines := newEngines(t)
+	image := buildImage(t)
+	// The files' default (../logs) is the case under test, as in a shell without LPS_LOGS.
+	if _, ok := os.LookupEnv("LPS_LOGS"); ok {
+		t.Setenv("LPS_LOGS", "") // restores it when the test ends
+		os.Unsetenv("LPS_LOGS")
+	}
+	engines.each(t, func(t *testing.T, e *engine) {
+		clone := freshClone(t)
+		logs := filepath.Join(clone, "logs")
+		top := e.upWith(t, image, "", lpsServices, nil, filepath.Join(clone, "compose", "lps.yml"))
+
+		fi, err := os.Stat(logs)
+		if err != nil || !fi.IsDir() {
+			t.Fatalf("the default logs folder ../logs: %v; want the folder Docker creates", err)
+		}
+		t.Logf("Docker created %s, mode %v", logs, fi.Mode())
+		ids := top.sendAlarms(t, freshCloneAlarms, nil)
+		top.verify(t, ids, true)
+
+		// Each container started once and warned once: a restart would repeat the warning.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		for _, svc := range top.services {
+			out, err := top.containerLogs(ctx, svc)
+			if err != nil {
+				t.Errorf("logs of %s: %v", svc, err)
+				continue
+			}
+			if n := strings.Count(out, logFileWarning); n != 1 {
+				t.Errorf("%s warned %d times %q, want once; its log:\n%s", svc, n, logFileWarning, out)
+			}
+		}
+		// The premise: had a service written a file, this test would not be about a folder it
+		// cannot write (and a non-root test run could not remove the file).
+		if names, err := os.ReadDir(logs); err != nil || len(names) > 0 {
+			t.Errorf("%s: %v, holding %d files; want it empty: the services cannot write it", logs, err, len(names))
+		}
+	})
+}
+
+// freshCloneAlarms is what TestLPSFreshClone sends: enough to see that each alarm arrives
+// once, few enough (2 s at sendRate) that up and down are most of its 35 s per compose command.
+const freshCloneAlarms = 50
+
+// logFileWarning is what a role logs once to stderr when it cannot open its log file (package
+// logging).
+const logFileWarning = "cannot write the log file; logging to stderr only"
+
+// freshClone makes what a fresh clone has for compose/lps.yml: the compose files in
+// <dir>/compose and no <dir>/logs, and returns dir. Docker creates <dir>/logs as root on up; it
+// is removed when the test ends, after the project is down, so that a test run that is not root
+// does not leave it behind or fail to remove it (it is empty, so its parent's owner may).
+func freshClone(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	files, err := filepath.Glob("*.yml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("the compose files: %v (%d found)", err, len(files))
+	}
+	if err := os.Mkdir(filepath.Join(dir, "compose"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "compose", f), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		logs := filepath.Join(dir, "logs")
+		if err := os.Remove(logs); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("removing the logs folder Docker created: %v", err)
+			if err := os.RemoveAll(logs); err != nil {
+				t.Errorf("removing it with its contents: %v", err)
+			}
+		}
+	})
+	return dir
 }
 
 // The WAN overlay: the baseline's proxies shape their own interface (LPS_WAN_PROFILE, NET_ADMIN,
@@ -407,7 +499,7 @@ type topology struct {
 	comp1    []string // base URLs of ars-comp-1-1..3 on the host
 	sim      string   // base URL of rast-sim
 	broker   string   // base URL of the broker's admin listener
-	logs     string   // the bind-mounted logs folder
+	logs     string   // the bind-mounted logs folder the services can write, or "" (see upWith)
 	http     *http.Client
 }
 
@@ -417,17 +509,25 @@ type topology struct {
 // passed or not.
 func (e *engine) up(t *testing.T, image string, services, env []string, files ...string) *topology {
 	t.Helper()
-	ports := freePorts(t, 6)
 	logs := t.TempDir()
 	// The containers run as uid 65532 and write their logs here.
 	if err := os.Chmod(logs, 0o777|os.ModeSticky); err != nil {
 		t.Fatal(err)
 	}
+	return e.upWith(t, image, logs, services, append(slices.Clone(env), "LPS_LOGS="+logs), files...)
+}
+
+// upWith is up where the caller arranges the logs folder: logs is the folder env gives the
+// services, whose log files verify checks, or "" when they are not expected to write any
+// (LPS_LOGS left to the files' default, TestLPSFreshClone). files may be paths outside this
+// folder; the project's folder is the first one's.
+func (e *engine) upWith(t *testing.T, image, logs string, services, env []string, files ...string) *topology {
+	t.Helper()
+	ports := freePorts(t, 6)
 	top := &topology{
 		e: e, files: files, project: "lpstest" + randomName(), services: services, logs: logs,
 		env: append(slices.Clone(env),
 			"LPS_IMAGE="+image,
-			"LPS_LOGS="+logs,
 			"LPS_PORT_COMP1_1="+strconv.Itoa(ports[0]),
 			"LPS_PORT_COMP1_2="+strconv.Itoa(ports[1]),
 			"LPS_PORT_COMP1_3="+strconv.Itoa(ports[2]),
@@ -542,6 +642,22 @@ func (top *topology) states(ctx context.Context) (map[string]string, error) {
 		}
 	}
 	return states, nil
+}
+
+// containerLogs returns the output of the container of service svc, stdout and stderr, since it
+// was created: every start of it.
+func (top *topology) containerLogs(ctx context.Context, svc string) (string, error) {
+	out, err := run(ctx, nil, "", "docker", "ps", "-aq",
+		"--filter", "label=com.docker.compose.project="+top.project,
+		"--filter", "label=com.docker.compose.service="+svc)
+	if err != nil {
+		return "", err
+	}
+	ids := strings.Fields(out)
+	if len(ids) != 1 {
+		return "", fmt.Errorf("%d containers of %s, want 1: %v", len(ids), svc, ids)
+	}
+	return run(ctx, nil, "", "docker", "logs", ids[0])
 }
 
 // outage stops services, keeps them down for d (a timer: the outage is the experiment), then
@@ -681,8 +797,8 @@ func (top *topology) sendAlarm(ctx context.Context, client *http.Client, i int, 
 }
 
 // verify waits until every id arrived at rast-sim (and, with a broker, its queue is empty),
-// then checks that each arrived exactly once and nothing else did, and that every service
-// wrote its log file.
+// then checks that each arrived exactly once and nothing else did, and, when the services were
+// given a logs folder (top.logs), that each wrote its log file there.
 func (top *topology) verify(t *testing.T, ids []string, broker bool) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), deliverTimeout)
@@ -750,10 +866,23 @@ func (top *topology) verify(t *testing.T, ids []string, broker bool) {
 	if len(unknown) > 0 {
 		t.Errorf("%d request ids arrived that were not sent: %v", len(unknown), head(unknown, 10))
 	}
+	if top.logs != "" {
+		top.checkLogFiles(t)
+	}
+}
+
+// checkLogFiles checks that every service wrote logs/<service>.log, readable by the host user
+// who collects it (0644: the file belongs to the container's uid 65532).
+func (top *topology) checkLogFiles(t *testing.T) {
+	t.Helper()
 	for _, svc := range top.services {
 		fi, err := os.Stat(filepath.Join(top.logs, svc+".log"))
 		if err != nil || fi.Size() == 0 {
 			t.Errorf("log file of %s: %v (size %d)", svc, err, sizeOf(fi))
+			continue
+		}
+		if perm := fi.Mode().Perm(); perm != 0o644 {
+			t.Errorf("log file of %s has mode %v, want -rw-r--r-- (0644)", svc, perm)
 		}
 	}
 }
