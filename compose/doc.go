@@ -12,7 +12,9 @@
 // Its test builds the image and brings each topology up on the machine's Docker engine with a
 // project name of its own and free host ports. It sends alarms (the LPS one through an outage
 // of ars-comp-2-1 and proxy2-2) and checks at rast-sim that each arrived exactly once; it runs
-// the baseline with its WAN overlay too, and a role without NET_ADMIN. It leaves no container,
+// the baseline with its WAN overlay too, and a role without NET_ADMIN. It also brings lps.yml up
+// as a fresh clone would, with no logs/ folder (Docker creates one the services cannot write),
+// and checks that every service is healthy and says so once. It leaves no container,
 // network, volume or image behind. It is skipped without a Docker engine unless
 // LPS_REQUIRE_DOCKER=1.
 //
