@@ -80,6 +80,12 @@ type ClusterConfig struct {
 	MosquittoDebug bool
 	// MosquittoPath is the mosquitto binary; "" means DefaultMosquittoPath, else PATH.
 	MosquittoPath string
+	// MosquittoAutosave is how many changes Mosquitto takes between two snapshots of its store;
+	// zero means 1, every change, the most a kill -9 of Mosquitto can keep. A snapshot writes the
+	// whole store, so with a backlog of thousands each change costs milliseconds and Mosquitto
+	// delivers a few dozen messages a second: scenarios that build such a backlog and never kill
+	// the broker take a larger value.
+	MosquittoAutosave int
 	// Instances is how many comp1, comp2 and bridges of each kind run; zero means 3, as the
 	// original.
 	Instances int
@@ -338,9 +344,9 @@ func (c *Cluster) startBroker(ctx context.Context) error {
 		"persistence true",
 		"persistence_location " + dir + "/",
 		"autosave_on_changes true", // see Mosquitto: snapshot after every change,
-		"autosave_interval 1",      // the shortest window Mosquitto offers
-		"max_queued_messages 0",    // no bound: a consumer's backlog is never dropped
-		"sys_interval 1",           // $SYS counters every second: how Drain sees Mosquitto's queue
+		"autosave_interval " + strconv.Itoa(max(c.cfg.MosquittoAutosave, 1)), // the shortest window Mosquitto offers
+		"max_queued_messages 0", // no bound: a consumer's backlog is never dropped
+		"sys_interval 1",        // $SYS counters every second: how Drain sees Mosquitto's queue
 		"log_dest stderr",
 		"log_type error",
 		"log_type warning",

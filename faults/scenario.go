@@ -339,6 +339,12 @@ func sumMetric(ctx context.Context, c *Cluster, metric string, ps ...*Process) f
 	return sum
 }
 
+// noBrokerKill is the setup of the scenarios that never kill the broker: Mosquitto snapshots
+// its store every thousand changes instead of after each (see MosquittoAutosave), which with a
+// backlog of tens of thousands (the full suite's long outages) would drain it at dozens of
+// messages a second.
+func noBrokerKill(cfg *ClusterConfig) { cfg.MosquittoAutosave = 1000 }
+
 // longOutage stops ps (SIGTERM) for the long fault's length, starts them again and tells in
 // the detail how the consumers waited it out: how many alarms they republished and how many
 // probes they sent, against the alarms the load sent meanwhile. A backlog that cycled through
@@ -724,6 +730,7 @@ func Scenarios() []Scenario {
 		},
 		{
 			Name:  "comp2-outage-light",
+			Setup: noBrokerKill,
 			Title: "every comp2 down for the long outage (5 min in the full suite), light traffic: a quiet night",
 			Rate:  LightRate,
 			Inject: func(ctx context.Context, e *Env) error {
@@ -732,6 +739,7 @@ func Scenarios() []Scenario {
 		},
 		{
 			Name:  "comp2-outage-backlog",
+			Setup: noBrokerKill,
 			Title: "every comp2 down for the long outage under load: a backlog of thousands",
 			Rate:  BacklogRate,
 			Inject: func(ctx context.Context, e *Env) error {
@@ -740,6 +748,7 @@ func Scenarios() []Scenario {
 		},
 		{
 			Name:  "rastsim-outage-light",
+			Setup: noBrokerKill,
 			Title: "the backend down for the long outage, light traffic",
 			Rate:  LightRate,
 			Inject: func(ctx context.Context, e *Env) error {
@@ -748,6 +757,7 @@ func Scenarios() []Scenario {
 		},
 		{
 			Name:  "rastsim-outage-backlog",
+			Setup: noBrokerKill,
 			Title: "the backend down for the long outage under load",
 			Rate:  BacklogRate,
 			Inject: func(ctx context.Context, e *Env) error {
