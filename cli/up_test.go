@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"strconv"
@@ -29,16 +30,14 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // freePortRun returns the first of n consecutive loopback ports that were free a moment ago.
+// They are taken below 32768, out of the kernel's range of ephemeral ports (32768-60999 unless
+// net.ipv4.ip_local_port_range says otherwise), so that no listener on port 0 of another test
+// running meanwhile can take them before lps up does.
 func freePortRun(t *testing.T, n int) int {
 	t.Helper()
-	for range 50 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		first := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		ok := first+n <= 65535
+	for range 200 {
+		first := 20000 + rand.IntN(12000-n)
+		ok := true
 		for p := first; ok && p < first+n; p++ {
 			l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
 			if err != nil {
@@ -51,7 +50,7 @@ func freePortRun(t *testing.T, n int) int {
 			return first
 		}
 	}
-	t.Fatalf("no %d consecutive free ports", n)
+	t.Fatalf("no %d consecutive free ports below 32768", n)
 	return 0
 }
 
@@ -122,6 +121,12 @@ func TestUpPrintsWhereEverythingIs(t *testing.T) {
 		}
 	})
 	testutil.Eventually(t, 60*time.Second, func() error {
+		select {
+		case err := <-done:
+			done <- err // for the cleanup
+			t.Fatalf("lps up ended before it was ready: %v\nstdout:\n%s\nstderr:\n%s", err, out.String(), errOut.String())
+		default:
+		}
 		if !strings.Contains(out.String(), "Ctrl-C stops.") {
 			return fmt.Errorf("no table yet; stderr:\n%s", errOut.String())
 		}
