@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lpsdev/lps/alarm"
 	"github.com/lpsdev/lps/mqttconn/mqtttest"
-	"github.com/lpsdev/lps/roles"
 	"github.com/lpsdev/lps/roles/mqtt2http"
 )
 
@@ -26,7 +26,7 @@ func TestDeadLettersListsAndReplays(t *testing.T) {
 	broker := mqtttest.StartEmbedded(t)
 	pub := mqtttest.NewPublisher(t, broker.URL)
 	for i := 1; i <= 3; i++ {
-		alarm, _ := json.Marshal(roles.Alarm{ID: "0151", Body: fmt.Sprintf("alarm %d", i), RequestID: fmt.Sprintf("r-%d", i)})
+		alarm, _ := json.Marshal(alarm.Alarm{ID: "0151", Body: fmt.Sprintf("alarm %d", i), RequestID: fmt.Sprintf("r-%d", i)})
 		dl, _ := json.Marshal(mqtt2http.DeadLetter{
 			Reason: "upstream failed 5 times, the maximum", Kind: mqtt2http.DeadMaxAttempts, Service: "proxy2-1",
 			Topic: "proxy1-1/message", Attempts: 5, RequestID: fmt.Sprintf("r-%d", i),
@@ -75,7 +75,7 @@ func TestDeadLettersListsAndReplays(t *testing.T) {
 	}
 	got := consumer.Wait(t, 3, 10*time.Second)
 	for i, m := range got {
-		var a roles.Alarm
+		var a alarm.Alarm
 		if err := json.Unmarshal(m.Payload, &a); err != nil || a.RequestID != fmt.Sprintf("r-%d", i+1) || m.User["request_id"] != a.RequestID || m.Topic != "proxy1-1/message" {
 			t.Errorf("replayed message %d on %s: %s %v", i, m.Topic, m.Payload, m.User)
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
+	"github.com/lpsdev/lps/alarm"
 	"github.com/lpsdev/lps/ledger"
 	"github.com/lpsdev/lps/loadgen"
 	"github.com/lpsdev/lps/roles/rastsim"
@@ -46,9 +47,9 @@ const (
 
 // defaultLoadURLs are the three comp1 of `lps up` and of the compose files (ports 7081–7083).
 var defaultLoadURLs = []string{
-	"http://127.0.0.1:7081" + loadgen.AlarmPath,
-	"http://127.0.0.1:7082" + loadgen.AlarmPath,
-	"http://127.0.0.1:7083" + loadgen.AlarmPath,
+	"http://127.0.0.1:7081" + alarm.DevicePath,
+	"http://127.0.0.1:7082" + alarm.DevicePath,
+	"http://127.0.0.1:7083" + alarm.DevicePath,
 }
 
 // loadFlags are the flags of `lps load`.
@@ -95,7 +96,7 @@ progress finish (within --retry-deadline); a second Ctrl-C abandons them.`,
 		Args: cobra.NoArgs,
 	}
 	fs := cmd.Flags()
-	fs.StringSliceVar(&f.urls, "url", defaultLoadURLs, "comp1's alarm endpoints, repeatable or comma-separated; a URL without a path gets "+loadgen.AlarmPath+"; retries rotate over them")
+	fs.StringSliceVar(&f.urls, "url", defaultLoadURLs, "comp1's alarm endpoints, repeatable or comma-separated; a URL without a path gets "+alarm.DevicePath+"; retries rotate over them")
 	fs.Float64Var(&f.rate, "rate", 0, "open model: start this many alarms per second")
 	fs.IntVar(&f.devices, "devices", 0, "closed model: this many alarm devices, each one alarm at a time")
 	fs.DurationVar(&f.duration, "duration", defaultLoadDuration, "how long new alarms are started (0: until Ctrl-C)")

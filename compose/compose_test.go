@@ -24,6 +24,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/lpsdev/lps/alarm"
 )
 
 const (
@@ -768,7 +770,7 @@ func (top *topology) sendAlarm(ctx context.Context, client *http.Client, i int, 
 	})
 	var last string
 	for attempt := range maxAttempts {
-		url := top.comp1[(i+attempt)%len(top.comp1)] + "/api/v1/simple"
+		url := top.comp1[(i+attempt)%len(top.comp1)] + alarm.DevicePath
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 		if err != nil {
 			return err

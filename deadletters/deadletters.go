@@ -23,6 +23,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	"go.uber.org/zap"
 
+	"github.com/lpsdev/lps/alarm"
 	"github.com/lpsdev/lps/mqttconn"
 	"github.com/lpsdev/lps/roles/mqtt2http"
 )
@@ -299,13 +300,9 @@ func (r *Reader) Replay(ctx context.Context, e Entry, to string) error {
 	if to != "" {
 		topic = to
 	}
-	one := byte(1)
-	props := &paho.PublishProperties{ContentType: "application/json"}
-	if e.PayloadEncoding != "base64" {
-		props.PayloadFormat = &one
-	}
-	if e.RequestID != "" {
-		props.User = append(props.User, paho.UserProperty{Key: mqtt2http.RequestIDProperty, Value: e.RequestID})
+	props := alarm.PublishProperties(e.RequestID)
+	if e.PayloadEncoding == "base64" {
+		props.PayloadFormat = nil // not UTF-8: an undecodable payload goes back as it came
 	}
 	resp, err := r.conn.Publish(ctx, &paho.Publish{Topic: topic, QoS: 2, Payload: payload, Properties: props})
 	if err != nil {

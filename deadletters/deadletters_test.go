@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/lpsdev/lps/alarm"
 	"github.com/lpsdev/lps/deadletters"
 	"github.com/lpsdev/lps/internal/testutil"
 	"github.com/lpsdev/lps/mqttconn"
@@ -95,7 +96,7 @@ func deadLetters(t *testing.T, broker *mqtttest.Broker, up *backend) {
 	})
 	pub := mqtttest.NewPublisher(t, broker.URL)
 	for i := 1; i <= 3; i++ {
-		a, _ := json.Marshal(roles.Alarm{ID: "0151", Body: fmt.Sprintf("alarm %d", i), RequestID: fmt.Sprintf("r-%d", i)})
+		a, _ := json.Marshal(alarm.Alarm{ID: "0151", Body: fmt.Sprintf("alarm %d", i), RequestID: fmt.Sprintf("r-%d", i)})
 		pub.Publish(t, "proxy1-1/message", a, nil)
 	}
 	pub.Publish(t, "proxy1-1/message", []byte("not an alarm"), map[string]string{"request_id": "r-junk"})

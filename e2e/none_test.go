@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lpsdev/lps/alarm"
 	"github.com/lpsdev/lps/internal/testutil"
-	"github.com/lpsdev/lps/roles"
 )
 
 // listenAddr waits for p's "listening" line and returns the address.
@@ -54,7 +54,7 @@ func TestOriginalComp1RequestIDNone(t *testing.T) {
 	bodies := map[string]int{}
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
-		var a roles.Alarm
+		var a alarm.Alarm
 		json.Unmarshal(b, &a)
 		mu.Lock()
 		bodies[r.Header.Get("Request-Id")+" "+a.Body]++
@@ -94,7 +94,7 @@ func TestOriginalComp1RequestIDNone(t *testing.T) {
 		send := func(i int) {
 			t.Helper()
 			body := fmt.Sprintf(`{"id":"0151","body":"Phone: 0151, Branch: 20%02d, via %s"}`, i, front.name)
-			req, _ := http.NewRequest(http.MethodPost, front.url+roles.AlarmPath, strings.NewReader(body))
+			req, _ := http.NewRequest(http.MethodPost, front.url+alarm.CommandPath, strings.NewReader(body))
 			req.Header.Set("Content-Type", "application/json")
 			req.Header.Set("Request-Id", "None") // as the original comp1 sends it
 			resp, err := http.DefaultClient.Do(req)

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lpsdev/lps/alarm"
 	"github.com/lpsdev/lps/internal/testutil"
 	"github.com/lpsdev/lps/loadgen"
 )
@@ -73,7 +74,7 @@ func TestUpConsoleStaysReadableUnderLoad(t *testing.T) {
 		comp1 = nil
 		for _, l := range o {
 			if m := comp1Line.FindStringSubmatch(l); m != nil {
-				comp1 = append(comp1, m[1]+"/api/v1/simple")
+				comp1 = append(comp1, m[1]+alarm.DevicePath)
 			}
 		}
 		return nil

@@ -18,6 +18,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/lpsdev/lps/alarm"
 )
 
 // BrokerKind selects the cluster's MQTT broker.
@@ -476,7 +478,7 @@ func (c *Cluster) WaitReady(ctx context.Context) error {
 func (c *Cluster) Comp1URLs() []string {
 	var urls []string
 	for _, p := range c.Comp1 {
-		urls = append(urls, "http://"+p.Arg("--listen")+"/api/v1/simple")
+		urls = append(urls, "http://"+p.Arg("--listen")+alarm.DevicePath)
 	}
 	return urls
 }

@@ -20,7 +20,6 @@ package loadgen
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -32,6 +31,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/lpsdev/lps/alarm"
 	"github.com/lpsdev/lps/ledger"
 	"github.com/lpsdev/lps/transport"
 )
@@ -52,8 +52,6 @@ const (
 	// when it is reached the next start waits, and its latency still counts from its intended
 	// start.
 	DefaultMaxOutstanding = 10_000
-	// AlarmPath is component 1's endpoint, appended to a URL without a path.
-	AlarmPath = "/api/v1/simple"
 	// Headnumber is the original devices' head number.
 	Headnumber = "8023"
 )
@@ -70,7 +68,7 @@ var Branches = []string{
 
 // Config configures a Load. Zero fields take the documented defaults.
 type Config struct {
-	// URLs are component 1's alarm endpoints; a URL without a path gets AlarmPath. Required.
+	// URLs are component 1's alarm endpoints; a URL without a path gets alarm.DevicePath. Required.
 	URLs []string
 	// Rate selects the open model: alarms started per second. Devices selects the closed
 	// model: that many devices. Exactly one of them must be set.
@@ -205,7 +203,7 @@ func New(cfg Config) (*Load, error) {
 	for _, u := range cfg.URLs {
 		p, _ := url.Parse(u) // validated
 		if p.Path == "" || p.Path == "/" {
-			p.Path = AlarmPath
+			p.Path = alarm.DevicePath
 		}
 		l.urls = append(l.urls, p.String())
 	}
@@ -338,34 +336,26 @@ func (l *Load) closed(sendCtx, retryCtx context.Context, wg *sync.WaitGroup) {
 	}
 }
 
-// alarm is one alarm being delivered.
-type alarm struct {
+// delivery is one alarm being delivered.
+type delivery struct {
 	id    string
 	body  []byte
 	start time.Time // intended (open model) or first try (closed model)
 	url   int       // index of the URL of the next try
 }
 
-// deviceBody is what an alarm device POSTs.
-type deviceBody struct {
-	Phone       string `json:"phone"`
-	Branch      string `json:"branch"`
-	Headnumber  string `json:"headnumber"`
-	TriggerTime string `json:"triggertime"`
-}
-
-func (l *Load) newAlarm(phone int, start time.Time) *alarm {
+func (l *Load) newAlarm(phone int, start time.Time) *delivery {
 	n := l.seq.Add(1)
 	l.mu.Lock()
 	branch := Branches[l.rng.IntN(len(Branches))]
 	l.mu.Unlock()
-	body, _ := json.Marshal(deviceBody{ // strings cannot fail to encode
+	body := alarm.Device{
 		Phone:       l.cfg.Phones[phone],
 		Branch:      branch,
 		Headnumber:  Headnumber,
 		TriggerTime: l.cfg.Now().UTC().Format(time.RFC3339),
-	})
-	a := &alarm{
+	}.Marshal()
+	a := &delivery{
 		id:    fmt.Sprintf("%s-%07d", l.cfg.Prefix, n),
 		body:  body,
 		start: start,
@@ -378,7 +368,7 @@ func (l *Load) newAlarm(phone int, start time.Time) *alarm {
 
 // deliver tries the alarm until it is answered 2xx or ctx ends, rotating over the URLs. It
 // reports whether the alarm was acknowledged.
-func (l *Load) deliver(ctx context.Context, a *alarm) bool {
+func (l *Load) deliver(ctx context.Context, a *delivery) bool {
 	defer l.outstanding.Add(-1)
 	timer := time.NewTimer(0)
 	<-timer.C

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lpsdev/lps/alarm"
 	"github.com/lpsdev/lps/loadgen"
 	"github.com/lpsdev/lps/transport"
 )
@@ -37,7 +38,7 @@ func newRecorder(t *testing.T, name string, status func() int) *recorder {
 		r.ids = append(r.ids, req.Header.Get(transport.RequestIDHeader))
 		r.bodies = append(r.bodies, body)
 		r.mu.Unlock()
-		if req.URL.Path != loadgen.AlarmPath || req.Method != http.MethodPost || req.Header.Get("Content-Type") != "application/json" {
+		if req.URL.Path != alarm.DevicePath || req.Method != http.MethodPost || req.Header.Get("Content-Type") != "application/json" {
 			http.Error(w, "bad request line", http.StatusBadRequest)
 			return
 		}

@@ -1,53 +1,24 @@
 package roles
 
 import (
-	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
-	"strings"
 
+	"github.com/lpsdev/lps/alarm"
 	"github.com/lpsdev/lps/transport"
 )
 
-// AlarmPath is the legacy backend's alarm command, the path comp2 and http2mqtt serve.
-const AlarmPath = "/ID_REQ_KC_STORE7D3BPACKET"
-
-// Alarm is what comp2 and http2mqtt accept and what travels as the MQTT payload: the original
-// JSON, so Go and Python bridges interoperate. RequestID is set by the forwarding hop.
-type Alarm struct {
-	ID        string `json:"id"`
-	Body      string `json:"body"`
-	RequestID string `json:"request_id,omitempty"`
-}
-
-// ParseAlarm decodes and validates an alarm: both fields present, strings and non-empty.
-// The error is a *transport.HTTPError with status 400.
-func ParseAlarm(data []byte) (Alarm, error) {
-	var raw struct {
-		ID        *string `json:"id"`
-		Body      *string `json:"body"`
-		RequestID string  `json:"request_id"`
+// WriteErr answers err at an HTTP role's edge: an invalid alarm (*alarm.Error) 400 with its
+// reason, anything else as transport.WriteErr does (an *HTTPError with its status, an upstream
+// failure 502/504).
+func WriteErr(w http.ResponseWriter, err error) {
+	var ae *alarm.Error
+	if errors.As(err, &ae) {
+		transport.WriteError(w, http.StatusBadRequest, ae.Reason)
+		return
 	}
-	if err := transport.DecodeJSON(data, &raw); err != nil {
-		return Alarm{}, err
-	}
-	var missing []string
-	if raw.ID == nil || strings.TrimSpace(*raw.ID) == "" {
-		missing = append(missing, "id")
-	}
-	if raw.Body == nil || strings.TrimSpace(*raw.Body) == "" {
-		missing = append(missing, "body")
-	}
-	if len(missing) > 0 {
-		return Alarm{}, transport.Errorf(http.StatusBadRequest, "missing or empty field(s): %s", strings.Join(missing, ", "))
-	}
-	return Alarm{ID: *raw.ID, Body: *raw.Body, RequestID: raw.RequestID}, nil
-}
-
-// Marshal encodes the alarm as its JSON payload.
-func (a Alarm) Marshal() []byte {
-	b, _ := json.Marshal(a) // two strings cannot fail to encode
-	return b
+	transport.WriteErr(w, err)
 }
 
 // SuccessBody is the answer of comp1, comp2 and http2mqtt when the alarm was taken.

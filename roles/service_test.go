@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/lpsdev/lps/alarm"
 	"github.com/lpsdev/lps/internal/testutil"
 	"github.com/lpsdev/lps/roles"
 )
@@ -69,8 +70,8 @@ func TestNewHTTPServiceFailsOnBadAddress(t *testing.T) {
 
 func TestUpstreamURLs(t *testing.T) {
 	u := roles.Upstream{URL: "http://a:8080, http://b:8080/custom ,http://c"}
-	got := u.URLs(roles.AlarmPath)
-	want := []string{"http://a:8080" + roles.AlarmPath, "http://b:8080/custom", "http://c" + roles.AlarmPath}
+	got := u.URLs(alarm.CommandPath)
+	want := []string{"http://a:8080" + alarm.CommandPath, "http://b:8080/custom", "http://c" + alarm.CommandPath}
 	if !slices.Equal(got, want) {
 		t.Fatalf("URLs = %v, want %v", got, want)
 	}

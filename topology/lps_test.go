@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lpsdev/lps/alarm"
 	"github.com/lpsdev/lps/internal/testutil"
 	"github.com/lpsdev/lps/mqttconn/mqtttest"
-	"github.com/lpsdev/lps/roles"
 	"github.com/lpsdev/lps/topology"
 	"github.com/lpsdev/lps/transport"
 )
@@ -208,7 +208,7 @@ func TestLPSFairnessEmbedded(t *testing.T) {
 func TestHTTP2MQTTAnswers503WhileBrokerIsDown(t *testing.T) {
 	brokerKinds(t, func(t *testing.T, cfg topology.Config, mosq *mqtttest.Broker) {
 		top := startTopology(t, cfg)
-		url := "http://" + top.Service("proxy1-1").Addr.String() + roles.AlarmPath
+		url := "http://" + top.Service("proxy1-1").Addr.String() + alarm.CommandPath
 		post := func() (int, string) {
 			resp, err := http.Post(url, "application/json", strings.NewReader(`{"id":"1","body":"b"}`))
 			if err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/lpsdev/lps/alarm"
 	"github.com/lpsdev/lps/roles"
 	"github.com/lpsdev/lps/roles/comp1"
 	"github.com/lpsdev/lps/roles/comp2"
@@ -368,7 +369,7 @@ func (t *Topology) Broker() *mqttbroker.Broker {
 func (t *Topology) Comp1URLs() []string {
 	var urls []string
 	for _, s := range t.ByRole(RoleComp1) {
-		urls = append(urls, "http://"+s.Addr.String()+comp1.Path)
+		urls = append(urls, "http://"+s.Addr.String()+alarm.DevicePath)
 	}
 	return urls
 }

@@ -100,33 +100,6 @@ func BodyReadError(err error) *HTTPError {
 	}
 }
 
-// DecodeJSON decodes one JSON value from body into v, answering 400 with a reason that names
-// the offending field for wrong types, and rejecting trailing data. Unknown fields are
-// accepted: the original payloads carry extra fields (request_id) that must pass through.
-func DecodeJSON(body []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := dec.Decode(v); err != nil {
-		var typeErr *json.UnmarshalTypeError
-		var syntaxErr *json.SyntaxError
-		switch {
-		case errors.As(err, &typeErr) && typeErr.Field == "":
-			return Errorf(http.StatusBadRequest, "request body must be a JSON object, not %s", typeErr.Value)
-		case errors.As(err, &typeErr):
-			return Errorf(http.StatusBadRequest, "field %q must be a %s, not %s", typeErr.Field, typeErr.Type, typeErr.Value)
-		case errors.As(err, &syntaxErr):
-			return Errorf(http.StatusBadRequest, "malformed JSON at byte %d: %v", syntaxErr.Offset, syntaxErr)
-		case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
-			return Errorf(http.StatusBadRequest, "truncated JSON")
-		default:
-			return Errorf(http.StatusBadRequest, "malformed JSON: %v", err)
-		}
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return Errorf(http.StatusBadRequest, "malformed JSON: data after the JSON value")
-	}
-	return nil
-}
-
 // Endpoint serves h at exactly path for method and answers every other request with a JSON
 // 404 (other paths) or 405 (other methods, with an Allow header).
 func Endpoint(method, path string, h http.Handler) http.Handler {

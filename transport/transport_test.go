@@ -286,33 +286,6 @@ func TestGracefulShutdownFinishesRequestsInFlight(t *testing.T) {
 	}
 }
 
-func TestDecodeJSONErrors(t *testing.T) {
-	type v struct {
-		ID string `json:"id"`
-	}
-	for _, tc := range []struct{ in, want string }{
-		{`{"id":"x"}`, ""},
-		{`{"id":"x","extra":1}`, ""},
-		{`{"id":`, "truncated"},
-		{`{"id":1}`, `field "id" must be a string`},
-		{`[1]`, "must be a JSON object"},
-		{`{"id":"x"} {}`, "data after"},
-		{`{id:1}`, "malformed JSON"},
-	} {
-		err := DecodeJSON([]byte(tc.in), &v{})
-		switch {
-		case tc.want == "" && err != nil:
-			t.Errorf("%s: unexpected %v", tc.in, err)
-		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
-			t.Errorf("%s: error %v, want it to contain %q", tc.in, err, tc.want)
-		}
-		var he *HTTPError
-		if err != nil && (!errors.As(err, &he) || he.Status != 400) {
-			t.Errorf("%s: want a 400 HTTPError, got %v", tc.in, err)
-		}
-	}
-}
-
 // failingBody is a request body whose every read fails with err.
 type failingBody struct{ err error }
 

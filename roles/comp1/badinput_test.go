@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lpsdev/lps/alarm"
 	"github.com/lpsdev/lps/internal/testutil"
 	"github.com/lpsdev/lps/internal/testutil/badinput"
 	"github.com/lpsdev/lps/roles"
@@ -46,7 +47,7 @@ func TestBadInputIsRejectedAndNotForwarded(t *testing.T) {
 	}
 
 	const js = "application/json"
-	path := comp1.Path
+	path := alarm.DevicePath
 	const tt = `"triggertime":"2026-11-26T04:00:00Z"`
 	good := `{"phone":"0151","branch":"2001","headnumber":"8023",` + tt + `}`
 	const query = "?Phone=0151&Branch=2001&Headnumber=8023&TriggerTime=2026-11-26T04:00:00Z"
@@ -78,13 +79,13 @@ func TestBadInputIsRejectedAndNotForwarded(t *testing.T) {
 		{Name: "10,000-byte header", Method: "POST", Path: path, ContentType: js, Body: good, BigHeader: true, Status: 431, Reason: "request headers of 10* bytes exceed the limit of 8192 bytes"},
 	})
 
-	badinput.Slowloris(t, addr, comp1.Path, slowAlarm)
+	badinput.Slowloris(t, addr, alarm.DevicePath, slowAlarm)
 	if n := forwarded(); n != 0 {
 		t.Fatalf("bad input reached component 2 %d times: %+v", n, rec.alarms)
 	}
 
 	// Still serving: a valid alarm is forwarded while a slow client holds a connection.
-	slow := badinput.SlowBody(t, addr, comp1.Path, slowAlarm)
+	slow := badinput.SlowBody(t, addr, alarm.DevicePath, slowAlarm)
 	status, _, body := badinput.Case{Method: "POST", Path: path, ContentType: js, Body: good}.Do(t, base)
 	if status != 200 {
 		t.Fatalf("valid alarm after bad input: %d %s", status, body)
@@ -92,7 +93,7 @@ func TestBadInputIsRejectedAndNotForwarded(t *testing.T) {
 	slow.CheckTimedOut(t)
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
-	want := roles.Alarm{ID: "0151", Body: "Phone: 0151, Branch: 2001, Headnumber: 8023, TriggerTime: 2026-11-26T04:00:00Z"}
+	want := alarm.Alarm{ID: "0151", Body: "Phone: 0151, Branch: 2001, Headnumber: 8023, TriggerTime: 2026-11-26T04:00:00Z"}
 	if len(rec.alarms) != 1 || rec.alarms[0] != want {
 		t.Errorf("component 2 received %+v, want only %+v", rec.alarms, want)
 	}

@@ -4,25 +4,17 @@
 package comp1
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
-	"reflect"
-	"strings"
-	"time"
-	"unicode/utf8"
 
 	"go.uber.org/zap"
 
+	"github.com/lpsdev/lps/alarm"
 	"github.com/lpsdev/lps/roles"
 	"github.com/lpsdev/lps/transport"
 )
-
-// Path is the endpoint alarm devices post to.
-const Path = "/api/v1/simple"
 
 // Config configures a Comp1.
 type Config struct {
@@ -44,12 +36,12 @@ func New(cfg Config) (*Comp1, error) {
 	}
 	cfg.SetDefaults()
 	c := &Comp1{log: cfg.Logger}
-	svc, err := roles.NewHTTPService(cfg.Server, transport.Endpoint(http.MethodPost, Path, http.HandlerFunc(c.serveAlarm)), nil)
+	svc, err := roles.NewHTTPService(cfg.Server, transport.Endpoint(http.MethodPost, alarm.DevicePath, http.HandlerFunc(c.serveAlarm)), nil)
 	if err != nil {
 		return nil, err
 	}
 	c.svc = svc
-	c.upstreams = cfg.Upstream.NewUpstreams(roles.AlarmPath, cfg.Logger.Named("client"), cfg.Registry)
+	c.upstreams = cfg.Upstream.NewUpstreams(alarm.CommandPath, cfg.Logger.Named("client"), cfg.Registry)
 	return c, nil
 }
 
@@ -59,27 +51,13 @@ func (c *Comp1) Addr() net.Addr { return c.svc.Addr() }
 // Run serves until ctx is done, then finishes the requests in flight.
 func (c *Comp1) Run(ctx context.Context) error { return c.svc.Run(ctx) }
 
-// DeviceAlarm is what an alarm device reports.
-type DeviceAlarm struct {
-	Phone, Branch, Headnumber string
-	// TriggerTime is kept as sent, after checking it is RFC 3339, so the forwarded body carries
-	// the device's own text.
-	TriggerTime string
-}
-
-// Body is the alarm text component 2 receives, in the original's format.
-func (a DeviceAlarm) Body() string {
-	return fmt.Sprintf("Phone: %s, Branch: %s, Headnumber: %s, TriggerTime: %s", a.Phone, a.Branch, a.Headnumber, a.TriggerTime)
-}
-
 func (c *Comp1) serveAlarm(w http.ResponseWriter, r *http.Request) {
-	alarm, err := parseRequest(r)
+	device, err := parseRequest(r)
 	if err != nil {
-		transport.WriteErr(w, err)
+		roles.WriteErr(w, err)
 		return
 	}
-	payload := roles.Alarm{ID: alarm.Phone, Body: alarm.Body()}.Marshal()
-	if _, _, err := c.upstreams.Post(r.Context(), "application/json", payload); err != nil {
+	if _, _, err := c.upstreams.Post(r.Context(), alarm.ContentType, device.Alarm().Marshal()); err != nil {
 		c.log.Warn("forwarding alarm failed", zap.String("request_id", transport.RequestIDFrom(r.Context())), zap.Error(err))
 		transport.WriteError(w, transport.UpstreamStatus(err), "forwarding to component 2: "+err.Error())
 		return
@@ -87,105 +65,15 @@ func (c *Comp1) serveAlarm(w http.ResponseWriter, r *http.Request) {
 	transport.WriteJSON(w, http.StatusOK, roles.SuccessBody)
 }
 
-// queryParams are the original's query parameter names.
-var queryParams = []string{"Phone", "Branch", "Headnumber", "TriggerTime"}
-
-// parseRequest reads an alarm from the query parameters when any is present (then all four
-// are required), else from the JSON body.
-func parseRequest(r *http.Request) (DeviceAlarm, error) {
-	q := r.URL.Query()
-	for _, name := range queryParams {
-		if q.Has(name) {
-			return validate(DeviceAlarm{Phone: q.Get("Phone"), Branch: q.Get("Branch"),
-				Headnumber: q.Get("Headnumber"), TriggerTime: q.Get("TriggerTime")}, queryParams)
-		}
+// parseRequest reads a device's report from the query parameters when any is present (then
+// all four are required), else from the JSON body.
+func parseRequest(r *http.Request) (alarm.Device, error) {
+	if d, ok, err := alarm.DeviceFromQuery(r.URL.Query()); ok {
+		return d, err
 	}
 	body, err := transport.ReadJSONBody(r)
 	if err != nil {
-		return DeviceAlarm{}, err
+		return alarm.Device{}, err
 	}
-	return ParseJSON(body)
-}
-
-// ParseJSON decodes a device's JSON alarm {"phone","branch","headnumber","triggertime"}.
-// Phone, branch and headnumber may be strings or numbers (devices send both); the trigger
-// time must be an RFC 3339 string.
-func ParseJSON(body []byte) (DeviceAlarm, error) {
-	var raw struct {
-		Phone       textOrNumber `json:"phone"`
-		Branch      textOrNumber `json:"branch"`
-		Headnumber  textOrNumber `json:"headnumber"`
-		TriggerTime *string      `json:"triggertime"`
-	}
-	if err := transport.DecodeJSON(body, &raw); err != nil {
-		return DeviceAlarm{}, err
-	}
-	a := DeviceAlarm{Phone: string(raw.Phone), Branch: string(raw.Branch), Headnumber: string(raw.Headnumber)}
-	if raw.TriggerTime != nil {
-		a.TriggerTime = *raw.TriggerTime
-	}
-	return validate(a, []string{"phone", "branch", "headnumber", "triggertime"})
-}
-
-// validate checks that every field is present and the trigger time is RFC 3339; names are the
-// field names as the caller sent them, for the error.
-func validate(a DeviceAlarm, names []string) (DeviceAlarm, error) {
-	var missing []string
-	for i, v := range []string{a.Phone, a.Branch, a.Headnumber, a.TriggerTime} {
-		if strings.TrimSpace(v) == "" {
-			missing = append(missing, names[i])
-		}
-	}
-	if len(missing) > 0 {
-		return DeviceAlarm{}, transport.Errorf(http.StatusBadRequest, "missing or empty field(s): %s", strings.Join(missing, ", "))
-	}
-	// A JSON body was checked whole, but a query value may hold any bytes (%FF); JSON encoding
-	// would forward each invalid byte as U+FFFD, a silently different alarm.
-	for i, v := range []string{a.Phone, a.Branch, a.Headnumber, a.TriggerTime} {
-		if !utf8.ValidString(v) {
-			return DeviceAlarm{}, transport.Errorf(http.StatusBadRequest, "%s is not valid UTF-8", names[i])
-		}
-	}
-	if _, err := time.Parse(time.RFC3339Nano, a.TriggerTime); err != nil {
-		return DeviceAlarm{}, transport.Errorf(http.StatusBadRequest, "%s %q is not an RFC 3339 time", names[3], a.TriggerTime)
-	}
-	return a, nil
-}
-
-// textOrNumber accepts a JSON string or number and keeps its text.
-type textOrNumber string
-
-func (t *textOrNumber) UnmarshalJSON(b []byte) error {
-	b = bytes.TrimSpace(b)
-	if len(b) > 0 && b[0] == '"' {
-		var s string
-		if err := json.Unmarshal(b, &s); err != nil {
-			return err
-		}
-		*t = textOrNumber(s)
-		return nil
-	}
-	if bytes.Equal(b, []byte("null")) {
-		return nil // absent, reported as missing by validate
-	}
-	var n json.Number
-	if err := json.Unmarshal(b, &n); err != nil {
-		return &json.UnmarshalTypeError{Value: jsonKind(b), Type: reflect.TypeFor[string]()}
-	}
-	*t = textOrNumber(n)
-	return nil
-}
-
-// jsonKind names the kind of a JSON value for an error message.
-func jsonKind(b []byte) string {
-	switch b[0] {
-	case '{':
-		return "object"
-	case '[':
-		return "array"
-	case 't', 'f':
-		return "bool"
-	default:
-		return "value " + string(b)
-	}
+	return alarm.ParseDevice(body)
 }

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/lpsdev/lps/alarm"
 	"github.com/lpsdev/lps/internal/testutil"
 	"github.com/lpsdev/lps/roles"
 	"github.com/lpsdev/lps/roles/comp1"
@@ -16,12 +17,12 @@ import (
 
 type recorder struct {
 	mu     sync.Mutex
-	alarms []roles.Alarm
+	alarms []alarm.Alarm
 	paths  []string
 }
 
 func (r *recorder) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	var a roles.Alarm
+	var a alarm.Alarm
 	json.NewDecoder(req.Body).Decode(&a)
 	r.mu.Lock()
 	r.alarms = append(r.alarms, a)
@@ -42,12 +43,12 @@ func start(t *testing.T) (string, *recorder) {
 		t.Fatal(err)
 	}
 	testutil.Run(t, c)
-	return "http://" + c.Addr().String() + comp1.Path, rec
+	return "http://" + c.Addr().String() + alarm.DevicePath, rec
 }
 
 func TestForwardsQueryAndJSONAlarms(t *testing.T) {
 	url, rec := start(t)
-	want := roles.Alarm{ID: "0123", Body: "Phone: 0123, Branch: 2001, Headnumber: 8023, TriggerTime: 2026-11-26T04:00:00Z"}
+	want := alarm.Alarm{ID: "0123", Body: "Phone: 0123, Branch: 2001, Headnumber: 8023, TriggerTime: 2026-11-26T04:00:00Z"}
 	for _, tc := range []struct{ name, query, body string }{
 		{"query", "?Phone=0123&Branch=2001&Headnumber=8023&TriggerTime=2026-11-26T04:00:00Z", ""},
 		{"json strings", "", `{"phone":"0123","branch":"2001","headnumber":"8023","triggertime":"2026-11-26T04:00:00Z"}`},
@@ -66,8 +67,8 @@ func TestForwardsQueryAndJSONAlarms(t *testing.T) {
 			rec.mu.Lock()
 			got, path := rec.alarms[len(rec.alarms)-1], rec.paths[len(rec.paths)-1]
 			rec.mu.Unlock()
-			if got != want || path != roles.AlarmPath {
-				t.Errorf("forwarded %+v to %s, want %+v to %s", got, path, want, roles.AlarmPath)
+			if got != want || path != alarm.CommandPath {
+				t.Errorf("forwarded %+v to %s, want %+v to %s", got, path, want, alarm.CommandPath)
 			}
 		})
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/lpsdev/lps/alarm"
 	"github.com/lpsdev/lps/internal/testutil"
 	"github.com/lpsdev/lps/roles"
 	"github.com/lpsdev/lps/roles/comp1"
@@ -52,7 +53,7 @@ func FuzzDeviceRequest(f *testing.F) {
 		f.Fatal(err)
 	}
 	testutil.Run(f, c)
-	base := "http://" + c.Addr().String() + comp1.Path
+	base := "http://" + c.Addr().String() + alarm.DevicePath
 	client := &http.Client{Timeout: 10 * time.Second}
 
 	f.Fuzz(func(t *testing.T, query string, body []byte, jsonType bool) {
@@ -77,11 +78,11 @@ func FuzzDeviceRequest(f *testing.F) {
 		req.Header.Set("Content-Type", ctype)
 
 		// What comp1 must make of it, read from its contract.
-		var want comp1.DeviceAlarm
+		var want alarm.Device
 		valid := len(body) <= limit
 		q := req.URL.Query()
 		if q.Has("Phone") || q.Has("Branch") || q.Has("Headnumber") || q.Has("TriggerTime") {
-			want = comp1.DeviceAlarm{Phone: q.Get("Phone"), Branch: q.Get("Branch"), Headnumber: q.Get("Headnumber"), TriggerTime: q.Get("TriggerTime")}
+			want = alarm.Device{Phone: q.Get("Phone"), Branch: q.Get("Branch"), Headnumber: q.Get("Headnumber"), TriggerTime: q.Get("TriggerTime")}
 			for _, v := range []string{want.Phone, want.Branch, want.Headnumber, want.TriggerTime} {
 				valid = valid && strings.TrimSpace(v) != "" && utf8.ValidString(v)
 			}
@@ -89,7 +90,7 @@ func FuzzDeviceRequest(f *testing.F) {
 			valid = valid && terr == nil
 		} else {
 			var perr error
-			want, perr = comp1.ParseJSON(body)
+			want, perr = alarm.ParseDevice(body)
 			valid = valid && jsonType && utf8.Valid(body) && perr == nil
 		}
 
@@ -103,7 +104,7 @@ func FuzzDeviceRequest(f *testing.F) {
 		after, got := b.Last()
 		switch {
 		case resp.StatusCode == http.StatusOK && valid:
-			if w := (roles.Alarm{ID: want.Phone, Body: want.Body()}); after != before+1 || got != w {
+			if w := (alarm.Alarm{ID: want.Phone, Body: want.Body()}); after != before+1 || got != w {
 				t.Fatalf("?%s %q: forwarded %d alarms, the last %+v; want one, %+v", query, body, after-before, got, w)
 			}
 		case resp.StatusCode == http.StatusOK || valid:

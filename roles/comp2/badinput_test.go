@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lpsdev/lps/alarm"
 	"github.com/lpsdev/lps/internal/testutil"
 	"github.com/lpsdev/lps/internal/testutil/badinput"
 	"github.com/lpsdev/lps/roles"
@@ -38,7 +39,7 @@ func TestBadInputIsRejectedAndNotForwarded(t *testing.T) {
 	base := "http://" + addr
 
 	const js = "application/json"
-	path := roles.AlarmPath
+	path := alarm.CommandPath
 	badinput.Run(t, base, []badinput.Case{
 		{Name: "malformed: missing comma", Method: "POST", Path: path, ContentType: js, Body: `{"id":"1" "body":"b"}`, Status: 400, Reason: "malformed JSON at byte 11: invalid character '\"' after object key:value pair"},
 		{Name: "malformed: form body", Method: "POST", Path: path, ContentType: js, Body: `id=1&body=b`, Status: 400, Reason: "malformed JSON at byte 1: *"},
@@ -65,13 +66,13 @@ func TestBadInputIsRejectedAndNotForwarded(t *testing.T) {
 		{Name: "10,000-byte header", Method: "POST", Path: path, ContentType: js, Body: `{"id":"1","body":"b"}`, BigHeader: true, Status: 431, Reason: "request headers of 10* bytes exceed the limit of 8192 bytes"},
 	})
 
-	badinput.Slowloris(t, addr, roles.AlarmPath, slowAlarm)
+	badinput.Slowloris(t, addr, alarm.CommandPath, slowAlarm)
 	if n := b.count(); n != 0 {
 		t.Fatalf("bad input reached the backend %d times: %+v", n, b.received)
 	}
 
 	// Still serving: a valid alarm is forwarded while a slow client holds a connection.
-	slow := badinput.SlowBody(t, addr, roles.AlarmPath, slowAlarm)
+	slow := badinput.SlowBody(t, addr, alarm.CommandPath, slowAlarm)
 	status, _, body := badinput.Case{Method: "POST", Path: path, ContentType: js, Body: `{"id":"0151","body":"after"}`, RequestID: "after-bad-input"}.Do(t, base)
 	if status != 200 {
 		t.Fatalf("valid alarm after bad input: %d %s", status, body)
@@ -79,7 +80,7 @@ func TestBadInputIsRejectedAndNotForwarded(t *testing.T) {
 	slow.CheckTimedOut(t)
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if want := (roles.Alarm{ID: "0151", Body: "after", RequestID: "after-bad-input"}); len(b.received) != 1 || b.received[0] != want {
+	if want := (alarm.Alarm{ID: "0151", Body: "after", RequestID: "after-bad-input"}); len(b.received) != 1 || b.received[0] != want {
 		t.Errorf("backend received %+v, want only %+v", b.received, want)
 	}
 }

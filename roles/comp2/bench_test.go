@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/lpsdev/lps/alarm"
 	"github.com/lpsdev/lps/internal/testutil"
 	"github.com/lpsdev/lps/roles"
 	"github.com/lpsdev/lps/roles/comp2"
@@ -41,7 +42,7 @@ func BenchmarkForward(b *testing.B) {
 				b.Fatal(err)
 			}
 			testutil.Run(b, c)
-			url := "http://" + c.Addr().String() + roles.AlarmPath
+			url := "http://" + c.Addr().String() + alarm.CommandPath
 			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 			var seq atomic.Int64
 			b.SetParallelism(8) // 16 callers on two cores

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/lpsdev/lps/alarm"
 	"github.com/lpsdev/lps/dedup"
 	"github.com/lpsdev/lps/roles"
 	"github.com/lpsdev/lps/transport"
@@ -99,7 +100,7 @@ func New(cfg Config) (*Comp2, error) {
 		Help: "Alarms not forwarded again because they (their Request-Id and content) were forwarded within the dedup window.",
 	})
 	cfg.Registry.MustRegister(c.suppressed)
-	svc, err := roles.NewHTTPService(cfg.Server, transport.Endpoint(http.MethodPost, roles.AlarmPath, http.HandlerFunc(c.serveAlarm)), ready)
+	svc, err := roles.NewHTTPService(cfg.Server, transport.Endpoint(http.MethodPost, alarm.CommandPath, http.HandlerFunc(c.serveAlarm)), ready)
 	if err != nil {
 		if c.store != nil {
 			c.store.Close()
@@ -107,7 +108,7 @@ func New(cfg Config) (*Comp2, error) {
 		return nil, err
 	}
 	c.svc = svc
-	c.upstreams = cfg.Upstream.NewUpstreams(roles.AlarmPath, cfg.Logger.Named("client"), cfg.Registry)
+	c.upstreams = cfg.Upstream.NewUpstreams(alarm.CommandPath, cfg.Logger.Named("client"), cfg.Registry)
 	return c, nil
 }
 
@@ -153,21 +154,21 @@ func openStore(cfg Config) (dedup.Store, error) {
 func (c *Comp2) serveAlarm(w http.ResponseWriter, r *http.Request) {
 	body, err := transport.ReadJSONBody(r)
 	if err != nil {
-		transport.WriteErr(w, err)
+		roles.WriteErr(w, err)
 		return
 	}
-	alarm, err := roles.ParseAlarm(body)
+	al, err := alarm.Parse(body)
 	if err != nil {
-		transport.WriteErr(w, err)
+		roles.WriteErr(w, err)
 		return
 	}
-	alarm.RequestID = transport.RequestIDFrom(r.Context())
+	al.RequestID = transport.RequestIDFrom(r.Context())
 	// The forward does not end when the caller goes away: the backend may already have taken
 	// the alarm, and a forward cut short would be forgotten by the dedup window, so the caller's
 	// redelivery would reach the backend a second time. The client's timeout still bounds it.
 	fctx := context.WithoutCancel(r.Context())
 	forward := func() error {
-		_, _, err := c.upstreams.Post(fctx, "application/json", alarm.Marshal())
+		_, _, err := c.upstreams.Post(fctx, alarm.ContentType, al.Marshal())
 		return err
 	}
 	if c.dedup == nil {
@@ -175,17 +176,17 @@ func (c *Comp2) serveAlarm(w http.ResponseWriter, r *http.Request) {
 	} else {
 		// A copy is the same alarm again: the same Request-Id and content. The id alone is not
 		// unique (the original comp1 sends "None" when its caller sent none).
-		err = c.forwardOnce(r.Context(), alarm.RequestID, dedup.KeyOf(alarm.RequestID, alarm.ID, alarm.Body), forward)
+		err = c.forwardOnce(r.Context(), al.RequestID, dedup.KeyOf(al.RequestID, al.ID, al.Body), forward)
 	}
 	if errors.Is(err, dedup.ErrStore) {
 		// Forwarding without knowing whether the alarm went out before could run it twice;
 		// the caller (mqtt2http) retries it once the store is back.
-		c.log.Warn("dedup store unavailable; alarm not forwarded", zap.String("request_id", alarm.RequestID), zap.Error(err))
+		c.log.Warn("dedup store unavailable; alarm not forwarded", zap.String("request_id", al.RequestID), zap.Error(err))
 		transport.WriteError(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
 	if err != nil {
-		c.log.Warn("forwarding alarm failed", zap.String("request_id", alarm.RequestID), zap.Error(err))
+		c.log.Warn("forwarding alarm failed", zap.String("request_id", al.RequestID), zap.Error(err))
 		transport.WriteError(w, transport.UpstreamStatus(err), "forwarding to the legacy system: "+err.Error())
 		return
 	}

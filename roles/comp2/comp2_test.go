@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lpsdev/lps/alarm"
 	"github.com/lpsdev/lps/internal/testutil"
 	"github.com/lpsdev/lps/roles"
 	"github.com/lpsdev/lps/roles/comp2"
@@ -20,7 +21,7 @@ import (
 // backend records what it received and answers with status.
 type backend struct {
 	mu       sync.Mutex
-	received []roles.Alarm
+	received []alarm.Alarm
 	ids      []string
 	status   int
 	delay    chan struct{}
@@ -35,7 +36,7 @@ func (b *backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	body, _ := io.ReadAll(r.Body)
-	var a roles.Alarm
+	var a alarm.Alarm
 	json.Unmarshal(body, &a)
 	b.mu.Lock()
 	b.received = append(b.received, a)
@@ -74,7 +75,7 @@ func TestForwardsAlarmWithRequestID(t *testing.T) {
 	t.Cleanup(up.Close)
 	url := start(t, up.URL, 0)
 
-	req, _ := http.NewRequest(http.MethodPost, url+roles.AlarmPath, strings.NewReader(`{"id":"0123","body":"Phone: 0123"}`))
+	req, _ := http.NewRequest(http.MethodPost, url+alarm.CommandPath, strings.NewReader(`{"id":"0123","body":"Phone: 0123"}`))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Request-Id", "rid-1")
 	resp, err := http.DefaultClient.Do(req)
@@ -88,7 +89,7 @@ func TestForwardsAlarmWithRequestID(t *testing.T) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if len(b.received) != 1 || b.received[0] != (roles.Alarm{ID: "0123", Body: "Phone: 0123", RequestID: "rid-1"}) || b.ids[0] != "rid-1" {
+	if len(b.received) != 1 || b.received[0] != (alarm.Alarm{ID: "0123", Body: "Phone: 0123", RequestID: "rid-1"}) || b.ids[0] != "rid-1" {
 		t.Errorf("backend got %+v with ids %v", b.received, b.ids)
 	}
 }
@@ -115,20 +116,20 @@ func TestErrorStatuses(t *testing.T) {
 		status                                int
 		reason                                string
 	}{
-		{"malformed", url, "POST", roles.AlarmPath, "application/json", `{"id":`, 400, "truncated JSON"},
-		{"not an object", url, "POST", roles.AlarmPath, "application/json", `"x"`, 400, "JSON object"},
-		{"wrong type", url, "POST", roles.AlarmPath, "application/json", `{"id":1,"body":"b"}`, 400, `field \"id\"`},
-		{"missing field", url, "POST", roles.AlarmPath, "application/json", `{"id":"1"}`, 400, "body"},
-		{"empty field", url, "POST", roles.AlarmPath, "application/json", `{"id":"","body":"b"}`, 400, "id"},
-		{"empty body", url, "POST", roles.AlarmPath, "application/json", ``, 400, "empty"},
-		{"not utf-8", url, "POST", roles.AlarmPath, "application/json", "{\"id\":\"\xff\",\"body\":\"b\"}", 400, "UTF-8"},
-		{"too large", url, "POST", roles.AlarmPath, "application/json", `{"id":"1","body":"` + strings.Repeat("x", 2000) + `"}`, 413, "limit"},
-		{"not json", url, "POST", roles.AlarmPath, "text/plain", good, 415, "not application/json"},
+		{"malformed", url, "POST", alarm.CommandPath, "application/json", `{"id":`, 400, "truncated JSON"},
+		{"not an object", url, "POST", alarm.CommandPath, "application/json", `"x"`, 400, "JSON object"},
+		{"wrong type", url, "POST", alarm.CommandPath, "application/json", `{"id":1,"body":"b"}`, 400, `field \"id\"`},
+		{"missing field", url, "POST", alarm.CommandPath, "application/json", `{"id":"1"}`, 400, "body"},
+		{"empty field", url, "POST", alarm.CommandPath, "application/json", `{"id":"","body":"b"}`, 400, "id"},
+		{"empty body", url, "POST", alarm.CommandPath, "application/json", ``, 400, "empty"},
+		{"not utf-8", url, "POST", alarm.CommandPath, "application/json", "{\"id\":\"\xff\",\"body\":\"b\"}", 400, "UTF-8"},
+		{"too large", url, "POST", alarm.CommandPath, "application/json", `{"id":"1","body":"` + strings.Repeat("x", 2000) + `"}`, 413, "limit"},
+		{"not json", url, "POST", alarm.CommandPath, "text/plain", good, 415, "not application/json"},
 		{"other path", url, "POST", "/nope", "application/json", good, 404, "no such endpoint"},
-		{"other method", url, "GET", roles.AlarmPath, "", "", 405, "not allowed"},
-		{"upstream 500", failURL, "POST", roles.AlarmPath, "application/json", good, 502, "upstream answered 500"},
-		{"upstream refused", refusedURL, "POST", roles.AlarmPath, "application/json", good, 502, "unreachable"},
-		{"upstream timeout", slowURL, "POST", roles.AlarmPath, "application/json", good, 504, "timed out"},
+		{"other method", url, "GET", alarm.CommandPath, "", "", 405, "not allowed"},
+		{"upstream 500", failURL, "POST", alarm.CommandPath, "application/json", good, 502, "upstream answered 500"},
+		{"upstream refused", refusedURL, "POST", alarm.CommandPath, "application/json", good, 502, "unreachable"},
+		{"upstream timeout", slowURL, "POST", alarm.CommandPath, "application/json", good, 504, "timed out"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			req, _ := http.NewRequest(tc.method, tc.base+tc.path, strings.NewReader(tc.body))
@@ -182,7 +183,7 @@ func TestDedupByRequestID(t *testing.T) {
 			}
 			testutil.Run(t, c)
 			for range 2 {
-				req, _ := http.NewRequest(http.MethodPost, "http://"+c.Addr().String()+roles.AlarmPath, strings.NewReader(`{"id":"1","body":"b"}`))
+				req, _ := http.NewRequest(http.MethodPost, "http://"+c.Addr().String()+alarm.CommandPath, strings.NewReader(`{"id":"1","body":"b"}`))
 				req.Header.Set("Request-Id", "same-id")
 				resp, err := http.DefaultClient.Do(req)
 				if err != nil {
@@ -206,7 +207,7 @@ func TestDedupForgetsFailures(t *testing.T) {
 	t.Cleanup(up.Close)
 	url := start(t, up.URL, 0)
 	post := func() int {
-		req, _ := http.NewRequest(http.MethodPost, url+roles.AlarmPath, strings.NewReader(`{"id":"1","body":"b"}`))
+		req, _ := http.NewRequest(http.MethodPost, url+alarm.CommandPath, strings.NewReader(`{"id":"1","body":"b"}`))
 		req.Header.Set("Request-Id", "retry-id")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -242,7 +243,7 @@ func TestForwardOutlivesCallerSoRedeliveryIsSuppressed(t *testing.T) {
 	t.Cleanup(up.Close)
 	url := start(t, up.URL, 0)
 	post := func(ctx context.Context) (int, error) {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url+roles.AlarmPath, strings.NewReader(`{"id":"1","body":"b"}`))
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url+alarm.CommandPath, strings.NewReader(`{"id":"1","body":"b"}`))
 		req.Header.Set("Request-Id", "crash-id")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -288,7 +289,7 @@ func TestSlowBackendAnswerIsRememberedNotResent(t *testing.T) {
 	testutil.Run(t, c)
 	release := sync.OnceFunc(func() { close(b.delay) })
 	t.Cleanup(release) // before comp2 stops, which waits for its forward
-	url := "http://" + c.Addr().String() + roles.AlarmPath
+	url := "http://" + c.Addr().String() + alarm.CommandPath
 	post := func() (int, string) {
 		req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(`{"id":"1","body":"b"}`))
 		req.Header.Set("Content-Type", "application/json")
@@ -338,7 +339,7 @@ func TestWithoutDedupForwardEndsWithTheWait(t *testing.T) {
 		t.Fatal(err)
 	}
 	testutil.Run(t, c)
-	resp, err := http.Post("http://"+c.Addr().String()+roles.AlarmPath, "application/json", strings.NewReader(`{"id":"1","body":"b"}`))
+	resp, err := http.Post("http://"+c.Addr().String()+alarm.CommandPath, "application/json", strings.NewReader(`{"id":"1","body":"b"}`))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lpsdev/lps/alarm"
 	"github.com/lpsdev/lps/internal/testutil"
 	"github.com/lpsdev/lps/roles"
 	"github.com/lpsdev/lps/roles/comp2"
@@ -34,7 +35,7 @@ func startDedup(t *testing.T, upstream string, tweak func(*comp2.Config)) (url s
 // literal "None" when its caller sent none).
 func postAs(t *testing.T, url, requestID, id, body string) int {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, url+roles.AlarmPath, strings.NewReader(fmt.Sprintf(`{"id":%q,"body":%q}`, id, body)))
+	req, _ := http.NewRequest(http.MethodPost, url+alarm.CommandPath, strings.NewReader(fmt.Sprintf(`{"id":%q,"body":%q}`, id, body)))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Request-Id", requestID)
 	resp, err := http.DefaultClient.Do(req)

@@ -10,6 +10,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/lpsdev/lps/alarm"
 	"github.com/lpsdev/lps/internal/testutil"
 	"github.com/lpsdev/lps/roles"
 	"github.com/lpsdev/lps/roles/comp2"
@@ -26,7 +27,7 @@ var fuzzContentTypes = []struct {
 }
 
 // FuzzAlarmRequest posts arbitrary bodies to a running comp2 and checks its decoding of
-// external input end to end: an alarm is forwarded, exactly as roles.ParseAlarm reads it and
+// external input end to end: an alarm is forwarded, exactly as alarm.Parse reads it and
 // with the Request-Id it answered, if and only if the body is a valid UTF-8 alarm within the
 // limit with a JSON (or no) Content-Type; everything else is a 4xx JSON error and reaches
 // nothing.
@@ -50,7 +51,7 @@ func FuzzAlarmRequest(f *testing.F) {
 		f.Fatal(err)
 	}
 	testutil.Run(f, c)
-	url := "http://" + c.Addr().String() + roles.AlarmPath
+	url := "http://" + c.Addr().String() + alarm.CommandPath
 	client := &http.Client{Timeout: 10 * time.Second}
 
 	f.Fuzz(func(t *testing.T, body []byte, ct uint8) {
@@ -71,7 +72,7 @@ func FuzzAlarmRequest(f *testing.F) {
 		resp.Body.Close()
 		after, got := b.Last()
 
-		parsed, perr := roles.ParseAlarm(body)
+		parsed, perr := alarm.Parse(body)
 		valid := ctype.ok && len(body) <= limit && utf8.Valid(body) && perr == nil
 		switch {
 		case resp.StatusCode == http.StatusOK && valid:

@@ -4,9 +4,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lpsdev/lps/alarm"
 	"github.com/lpsdev/lps/internal/testutil/badinput"
 	"github.com/lpsdev/lps/mqttconn/mqtttest"
-	"github.com/lpsdev/lps/roles"
 	"github.com/lpsdev/lps/roles/http2mqtt"
 )
 
@@ -30,7 +30,7 @@ func TestBadInputIsRejectedAndNotPublished(t *testing.T) {
 	addr := b.Addr().String()
 
 	const js = "application/json"
-	path := roles.AlarmPath
+	path := alarm.CommandPath
 	badinput.Run(t, b.url, []badinput.Case{
 		{Name: "malformed: missing comma", Method: "POST", Path: path, ContentType: js, Body: `{"id":"1" "body":"b"}`, Status: 400, Reason: "malformed JSON at byte 11: invalid character '\"' after object key:value pair"},
 		{Name: "malformed: form body", Method: "POST", Path: path, ContentType: js, Body: `id=1&body=b`, Status: 400, Reason: "malformed JSON at byte 1: *"},
@@ -52,11 +52,11 @@ func TestBadInputIsRejectedAndNotPublished(t *testing.T) {
 		{Name: "10,000-byte header", Method: "POST", Path: path, ContentType: js, Body: `{"id":"1","body":"b"}`, BigHeader: true, Status: 431, Reason: "request headers of 10* bytes exceed the limit of 8192 bytes"},
 	})
 
-	badinput.Slowloris(t, addr, roles.AlarmPath, slowAlarm)
+	badinput.Slowloris(t, addr, alarm.CommandPath, slowAlarm)
 
 	// Still serving: a valid alarm is published while a slow client holds a connection. It is
 	// the only message: had bad input been published before it, that would have arrived first.
-	slow := badinput.SlowBody(t, addr, roles.AlarmPath, slowAlarm)
+	slow := badinput.SlowBody(t, addr, alarm.CommandPath, slowAlarm)
 	status, _, body := badinput.Case{Method: "POST", Path: path, ContentType: js, Body: `{"id":"0151","body":"after"}`, RequestID: "after-bad-input"}.Do(t, b.url)
 	if status != 200 {
 		t.Fatalf("valid alarm after bad input: %d %s", status, body)

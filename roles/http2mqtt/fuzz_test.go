@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/lpsdev/lps/alarm"
 	"github.com/lpsdev/lps/internal/testutil"
 	"github.com/lpsdev/lps/mqttconn/mqtttest"
 	"github.com/lpsdev/lps/roles"
@@ -20,7 +21,7 @@ import (
 )
 
 // FuzzAlarmRequest posts arbitrary bodies to a running http2mqtt and checks its decoding of
-// external input end to end: an alarm is published, exactly as roles.ParseAlarm reads it and
+// external input end to end: an alarm is published, exactly as alarm.Parse reads it and
 // with the Request-Id it answered, if and only if the body is a valid UTF-8 alarm within the
 // limit; everything else is a 4xx JSON error and publishes nothing.
 func FuzzAlarmRequest(f *testing.F) {
@@ -61,7 +62,7 @@ func FuzzAlarmRequest(f *testing.F) {
 
 	f.Fuzz(func(t *testing.T, body []byte) {
 		before := testutil.Metric(t, reg, "lps_mqtt_publishes_total", nil)
-		resp, err := client.Post(url+roles.AlarmPath, "application/json", bytes.NewReader(body))
+		resp, err := client.Post(url+alarm.CommandPath, "application/json", bytes.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -69,7 +70,7 @@ func FuzzAlarmRequest(f *testing.F) {
 		resp.Body.Close()
 		after := testutil.Metric(t, reg, "lps_mqtt_publishes_total", nil)
 
-		parsed, perr := roles.ParseAlarm(body)
+		parsed, perr := alarm.Parse(body)
 		valid := len(body) <= limit && utf8.Valid(body) && perr == nil
 		switch {
 		case resp.StatusCode == http.StatusOK && valid:

@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/lpsdev/lps/alarm"
 	"github.com/lpsdev/lps/mqttconn"
 	"github.com/lpsdev/lps/roles"
 	"github.com/lpsdev/lps/transport"
@@ -37,9 +38,6 @@ const (
 	// TopicSuffix makes the default topic "<service-name>/message", as the original's
 	// proxy1/message, which mqtt2http's default filter +/message matches.
 	TopicSuffix = "/message"
-	// RequestIDProperty is the MQTT v5 user property that carries the Request-Id besides the
-	// payload's request_id.
-	RequestIDProperty = "request_id"
 )
 
 // Config configures a Bridge.
@@ -123,7 +121,7 @@ func New(cfg Config) (*Bridge, error) {
 		return nil, err
 	}
 	b.conn = conn
-	api := transport.Endpoint(http.MethodPost, roles.AlarmPath, http.HandlerFunc(b.serveAlarm))
+	api := transport.Endpoint(http.MethodPost, alarm.CommandPath, http.HandlerFunc(b.serveAlarm))
 	svc, err := roles.NewHTTPService(cfg.Server, api, conn.Ready)
 	if err != nil {
 		return nil, err
@@ -153,15 +151,15 @@ func (b *Bridge) Run(ctx context.Context) error {
 func (b *Bridge) serveAlarm(w http.ResponseWriter, r *http.Request) {
 	body, err := transport.ReadJSONBody(r)
 	if err != nil {
-		transport.WriteErr(w, err)
+		roles.WriteErr(w, err)
 		return
 	}
-	alarm, err := roles.ParseAlarm(body)
+	al, err := alarm.Parse(body)
 	if err != nil {
-		transport.WriteErr(w, err)
+		roles.WriteErr(w, err)
 		return
 	}
-	alarm.RequestID = transport.RequestIDFrom(r.Context())
+	al.RequestID = transport.RequestIDFrom(r.Context())
 
 	if b.cfg.HoldWhenDown > 0 && !b.conn.Connected() {
 		hctx, cancel := context.WithTimeout(r.Context(), b.cfg.HoldWhenDown)
@@ -172,23 +170,18 @@ func (b *Bridge) serveAlarm(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(r.Context(), b.cfg.PublishTimeout)
 	defer cancel()
-	payloadFormat := byte(1) // UTF-8 JSON
 	resp, err := b.conn.Publish(ctx, &paho.Publish{
-		Topic:   b.cfg.Topic,
-		QoS:     byte(b.cfg.QoS),
-		Payload: alarm.Marshal(),
-		Properties: &paho.PublishProperties{
-			ContentType:   "application/json",
-			PayloadFormat: &payloadFormat,
-			User:          paho.UserProperties{{Key: RequestIDProperty, Value: alarm.RequestID}},
-		},
+		Topic:      b.cfg.Topic,
+		QoS:        byte(b.cfg.QoS),
+		Payload:    al.Marshal(),
+		Properties: alarm.PublishProperties(al.RequestID),
 	})
 	elapsed := time.Since(start)
 	if err != nil {
 		status, result, reason := classify(err, b.cfg)
 		b.m.observe(result, elapsed)
 		if ce := b.log.Check(zapcore.WarnLevel, "publishing alarm failed"); ce != nil {
-			ce.Write(zap.String("request_id", alarm.RequestID), zap.Int("status", status), zap.Error(err))
+			ce.Write(zap.String("request_id", al.RequestID), zap.Int("status", status), zap.Error(err))
 		}
 		transport.WriteError(w, status, reason)
 		return
@@ -199,7 +192,7 @@ func (b *Bridge) serveAlarm(w http.ResponseWriter, r *http.Request) {
 		// for it while it is away). The alarm would be discarded, so it is not a success.
 		b.m.observe("no_subscribers", elapsed)
 		if ce := b.log.Check(zapcore.WarnLevel, "the broker has no subscription for the topic; alarm refused"); ce != nil {
-			ce.Write(zap.String("request_id", alarm.RequestID), zap.String("topic", b.cfg.Topic))
+			ce.Write(zap.String("request_id", al.RequestID), zap.String("topic", b.cfg.Topic))
 		}
 		transport.WriteError(w, http.StatusServiceUnavailable, fmt.Sprintf("the MQTT broker has no subscriber for %s and would discard the alarm; start mqtt2http first", b.cfg.Topic))
 		return

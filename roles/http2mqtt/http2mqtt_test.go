@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/lpsdev/lps/alarm"
 	"github.com/lpsdev/lps/internal/testutil"
 	"github.com/lpsdev/lps/mqttconn"
 	"github.com/lpsdev/lps/mqttconn/mqtttest"
@@ -105,7 +106,7 @@ func post(t *testing.T, url, contentType, body, requestID string) answer {
 func postAlarm(t *testing.T, b bridge, id, body, requestID string) answer {
 	t.Helper()
 	payload, _ := json.Marshal(map[string]string{"id": id, "body": body})
-	return post(t, b.url+roles.AlarmPath, "application/json", string(payload), requestID)
+	return post(t, b.url+alarm.CommandPath, "application/json", string(payload), requestID)
 }
 
 func wantJSONError(t *testing.T, a answer, status int, reasonContains string) {
@@ -154,7 +155,7 @@ func TestPublishesAlarm(t *testing.T) {
 			t.Fatalf("status %d, Request-Id %q", a.status, a.requestID)
 		}
 		msg = obs.Wait(t, 2, 10*time.Second)[1]
-		var alarm roles.Alarm
+		var alarm alarm.Alarm
 		if err := json.Unmarshal(msg.Payload, &alarm); err != nil || alarm.RequestID != a.requestID || msg.User["request_id"] != a.requestID {
 			t.Errorf("published %s (user %v), want request_id %s", msg.Payload, msg.User, a.requestID)
 		}
@@ -321,14 +322,14 @@ func TestBadInput(t *testing.T) {
 		reason                                string
 	}{
 		{"unknown path", http.MethodPost, "/other", "application/json", `{"id":"1","body":"x"}`, 404, "no such endpoint"},
-		{"wrong method", http.MethodGet, roles.AlarmPath, "", "", 405, "not allowed"},
-		{"not json", http.MethodPost, roles.AlarmPath, "text/plain", `{"id":"1","body":"x"}`, 415, "not application/json"},
-		{"too large", http.MethodPost, roles.AlarmPath, "application/json", `{"id":"1","body":"` + strings.Repeat("x", 300) + `"}`, 413, "exceeds"},
-		{"empty", http.MethodPost, roles.AlarmPath, "application/json", ``, 400, "empty"},
-		{"malformed", http.MethodPost, roles.AlarmPath, "application/json", `{"id":"1",`, 400, "JSON"},
-		{"missing body", http.MethodPost, roles.AlarmPath, "application/json", `{"id":"1"}`, 400, "body"},
-		{"wrong type", http.MethodPost, roles.AlarmPath, "application/json", `{"id":1,"body":"x"}`, 400, "id"},
-		{"not utf-8", http.MethodPost, roles.AlarmPath, "application/json", "{\"id\":\"1\",\"body\":\"\xff\"}", 400, "UTF-8"},
+		{"wrong method", http.MethodGet, alarm.CommandPath, "", "", 405, "not allowed"},
+		{"not json", http.MethodPost, alarm.CommandPath, "text/plain", `{"id":"1","body":"x"}`, 415, "not application/json"},
+		{"too large", http.MethodPost, alarm.CommandPath, "application/json", `{"id":"1","body":"` + strings.Repeat("x", 300) + `"}`, 413, "exceeds"},
+		{"empty", http.MethodPost, alarm.CommandPath, "application/json", ``, 400, "empty"},
+		{"malformed", http.MethodPost, alarm.CommandPath, "application/json", `{"id":"1",`, 400, "JSON"},
+		{"missing body", http.MethodPost, alarm.CommandPath, "application/json", `{"id":"1"}`, 400, "body"},
+		{"wrong type", http.MethodPost, alarm.CommandPath, "application/json", `{"id":1,"body":"x"}`, 400, "id"},
+		{"not utf-8", http.MethodPost, alarm.CommandPath, "application/json", "{\"id\":\"1\",\"body\":\"\xff\"}", 400, "UTF-8"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -53,16 +53,9 @@ const (
 	// RetryClientSuffix makes the client id of the retry subscription's connection
 	// "<service-name>-retry".
 	RetryClientSuffix = "-retry"
-	// RetryAtProperty is the MQTT v5 user property that carries when a retry is due (RFC 3339,
-	// UTC) on a broker without delayed publish: the bridge holds such a retry until then.
-	RetryAtProperty = "retry_at"
+
 	// RetryFilter is the retry topics' filter, subscribed in the share group besides Topic.
 	RetryFilter = "+" + RetrySuffix
-	// AttemptsProperty is the MQTT v5 user property that counts the failed forwards of a
-	// republished message.
-	AttemptsProperty = "attempts"
-	// RequestIDProperty carries the Request-Id besides the payload's request_id.
-	RequestIDProperty = "request_id"
 )
 
 // Values of Config.DelayedPublish: who waits out a retry's backoff.

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/lpsdev/lps/alarm"
 	"github.com/lpsdev/lps/internal/testutil"
 	"github.com/lpsdev/lps/mqttconn/mqtttest"
 	"github.com/lpsdev/lps/roles"
@@ -81,7 +82,7 @@ func TestEndToEnd(t *testing.T) {
 
 func send(url, id string, i int) error {
 	body := fmt.Sprintf(`{"id":"%07d","body":"Phone: %07d, Branch: 2001"}`, i, i)
-	req, err := http.NewRequest(http.MethodPost, url+roles.AlarmPath, bytes.NewBufferString(body))
+	req, err := http.NewRequest(http.MethodPost, url+alarm.CommandPath, bytes.NewBufferString(body))
 	if err != nil {
 		return err
 	}

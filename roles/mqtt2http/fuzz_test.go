@@ -7,7 +7,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	"github.com/lpsdev/lps/roles"
+	"github.com/lpsdev/lps/alarm"
 )
 
 // FuzzDecode: whatever payload arrives on MQTT, decode either refuses it with a reason, or
@@ -29,7 +29,7 @@ func FuzzDecode(f *testing.F) {
 	f.Fuzz(func(t *testing.T, payload []byte, limit int) {
 		a, reason := decode(payload, limit)
 		if reason != "" {
-			if a != (roles.Alarm{}) || !strings.HasPrefix(reason, "payload ") {
+			if a != (alarm.Alarm{}) || !strings.HasPrefix(reason, "payload ") {
 				t.Fatalf("refused %q with alarm %+v and reason %q", payload, a, reason)
 			}
 		} else {
@@ -39,7 +39,7 @@ func FuzzDecode(f *testing.F) {
 			if !utf8.Valid(payload) || strings.TrimSpace(a.ID) == "" || strings.TrimSpace(a.Body) == "" {
 				t.Fatalf("accepted %q as %+v", payload, a)
 			}
-			again, err := roles.ParseAlarm(a.Marshal())
+			again, err := alarm.Parse(a.Marshal())
 			if err != nil || again != a {
 				t.Fatalf("%q decoded into %+v, which encodes into %s, which decodes into %+v (%v)", payload, a, a.Marshal(), again, err)
 			}

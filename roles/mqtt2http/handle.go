@@ -15,8 +15,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/lpsdev/lps/alarm"
 	"github.com/lpsdev/lps/mqttconn"
-	"github.com/lpsdev/lps/roles"
 	"github.com/lpsdev/lps/transport"
 )
 
@@ -48,8 +48,8 @@ func (b *Bridge) open(d *delivery, hard context.Context) *message {
 	m := &message{delivery: d, ctx: ctx, cancel: cancel, hard: hard}
 	pub := d.pr.Packet
 	if p := pub.Properties; p != nil {
-		m.requestID = p.User.Get(RequestIDProperty)
-		if v := p.User.Get(AttemptsProperty); v != "" {
+		m.requestID = p.User.Get(alarm.RequestIDProperty)
+		if v := p.User.Get(alarm.AttemptsProperty); v != "" {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 0 {
 				b.log.Warn("ignoring a malformed attempts property", zap.String("value", v), zap.String("topic", pub.Topic))
@@ -57,7 +57,7 @@ func (b *Bridge) open(d *delivery, hard context.Context) *message {
 				m.attempts = n
 			}
 		}
-		if v := p.User.Get(RetryAtProperty); v != "" {
+		if v := p.User.Get(alarm.RetryAtProperty); v != "" {
 			t, err := time.Parse(time.RFC3339Nano, v)
 			if err != nil {
 				b.log.Warn("ignoring a malformed retry_at property", zap.String("value", v), zap.String("topic", pub.Topic))
@@ -85,18 +85,18 @@ func (b *Bridge) handle(hard context.Context, d *delivery) result {
 		return skipped
 	}
 
-	alarm, reason := decode(d.pr.Packet.Payload, b.cfg.MaxPayloadBytes)
+	al, reason := decode(d.pr.Packet.Payload, b.cfg.MaxPayloadBytes)
 	if reason != "" {
 		b.deadLetter(m, DeadUndecodable, reason)
 		return skipped
 	}
-	if alarm.RequestID == "" {
-		alarm.RequestID = m.requestID
+	if al.RequestID == "" {
+		al.RequestID = m.requestID
 	}
-	if alarm.RequestID == "" {
-		alarm.RequestID = transport.NewRequestID()
+	if al.RequestID == "" {
+		al.RequestID = transport.NewRequestID()
 	}
-	m.requestID = alarm.RequestID
+	m.requestID = al.RequestID
 
 	if !m.retryAt.IsZero() && time.Now().Before(m.retryAt) {
 		// A broker without delayed publish passed the retry on at once.
@@ -106,12 +106,12 @@ func (b *Bridge) handle(hard context.Context, d *delivery) result {
 		return skipped
 	}
 
-	err := b.forward(hard, alarm)
+	err := b.forward(hard, al)
 	if err == nil {
 		b.ack(m)
 		return delivered
 	}
-	b.retry(m, alarm, err)
+	b.retry(m, al, err)
 	var se *transport.StatusError
 	if errors.As(err, &se) && se.Status < 500 {
 		return rejected
@@ -124,38 +124,34 @@ func (b *Bridge) handle(hard context.Context, d *delivery) result {
 
 // decode checks that a payload is a UTF-8 alarm of at most limit bytes (limit < 0: any size);
 // the reason says what is wrong if not.
-func decode(payload []byte, limit int) (roles.Alarm, string) {
+func decode(payload []byte, limit int) (alarm.Alarm, string) {
 	if limit >= 0 && len(payload) > limit {
-		return roles.Alarm{}, fmt.Sprintf("payload of %d bytes exceeds the limit of %d bytes", len(payload), limit)
+		return alarm.Alarm{}, fmt.Sprintf("payload of %d bytes exceeds the limit of %d bytes", len(payload), limit)
 	}
 	if !utf8.Valid(payload) {
-		return roles.Alarm{}, "payload is not valid UTF-8"
+		return alarm.Alarm{}, "payload is not valid UTF-8"
 	}
-	a, err := roles.ParseAlarm(payload)
+	a, err := alarm.Parse(payload)
 	if err != nil {
-		var he *transport.HTTPError
-		if errors.As(err, &he) {
-			return roles.Alarm{}, "payload is not a valid alarm: " + he.Reason
-		}
-		return roles.Alarm{}, "payload is not a valid alarm: " + err.Error()
+		return alarm.Alarm{}, "payload is not a valid alarm: " + err.Error()
 	}
 	return a, ""
 }
 
 // forward POSTs the alarm upstream with its Request-Id.
-func (b *Bridge) forward(ctx context.Context, alarm roles.Alarm) error {
+func (b *Bridge) forward(ctx context.Context, al alarm.Alarm) error {
 	start := time.Now()
-	_, _, err := b.upstreams.Post(transport.WithRequestID(ctx, alarm.RequestID), "application/json", alarm.Marshal())
+	_, _, err := b.upstreams.Post(transport.WithRequestID(ctx, al.RequestID), alarm.ContentType, al.Marshal())
 	elapsed := time.Since(start)
 	result := forwardResult(err)
 	b.m.forwards.WithLabelValues(result).Inc()
 	b.m.latency.WithLabelValues(outcome(err)).Observe(elapsed.Seconds())
 	if err != nil {
 		if ce := b.log.Check(zapcore.WarnLevel, "forwarding alarm failed"); ce != nil {
-			ce.Write(zap.String("request_id", alarm.RequestID), zap.String("result", result), zap.Duration("duration", elapsed), zap.Error(err))
+			ce.Write(zap.String("request_id", al.RequestID), zap.String("result", result), zap.Duration("duration", elapsed), zap.Error(err))
 		}
 	} else if ce := b.log.Check(zapcore.DebugLevel, "forwarded alarm"); ce != nil {
-		ce.Write(zap.String("request_id", alarm.RequestID), zap.Duration("duration", elapsed))
+		ce.Write(zap.String("request_id", al.RequestID), zap.Duration("duration", elapsed))
 	}
 	return err
 }
@@ -189,7 +185,7 @@ func outcome(err error) string {
 // attempt budget (if any) is spent or it would expire first, else it is republished for its
 // next attempt after the backoff; either way the original is acknowledged only once the broker
 // has the new message.
-func (b *Bridge) retry(m *message, alarm roles.Alarm, err error) {
+func (b *Bridge) retry(m *message, al alarm.Alarm, err error) {
 	attempts := m.attempts + 1
 	if b.cfg.MaxAttempts > 0 && attempts >= b.cfg.MaxAttempts {
 		b.deadLetter(m, DeadMaxAttempts, fmt.Sprintf("upstream failed %d times, the maximum; last error: %v", attempts, err))
@@ -204,14 +200,7 @@ func (b *Bridge) retry(m *message, alarm roles.Alarm, err error) {
 		ce.Write(zap.String("request_id", m.requestID), zap.Int("attempt", attempts), zap.Duration("delay", delay), zap.Error(err))
 	}
 	build := func() (*paho.Publish, bool) {
-		props := &paho.PublishProperties{
-			ContentType:   "application/json",
-			PayloadFormat: utf8Format(),
-			User: paho.UserProperties{
-				{Key: RequestIDProperty, Value: m.requestID},
-				{Key: AttemptsProperty, Value: strconv.Itoa(attempts)},
-			},
-		}
+		props := alarm.PublishProperties(m.requestID, paho.UserProperty{Key: alarm.AttemptsProperty, Value: strconv.Itoa(attempts)})
 		now := time.Now()
 		if !m.expiresAt.IsZero() {
 			if !now.Before(m.expiresAt) {
@@ -225,9 +214,9 @@ func (b *Bridge) retry(m *message, alarm roles.Alarm, err error) {
 		if b.useDelayedPublish() {
 			topic = mqttconn.DelayedTopic(delay, topic)
 		} else {
-			props.User = append(props.User, paho.UserProperty{Key: RetryAtProperty, Value: now.Add(delay).UTC().Format(time.RFC3339Nano)})
+			props.User = append(props.User, paho.UserProperty{Key: alarm.RetryAtProperty, Value: now.Add(delay).UTC().Format(time.RFC3339Nano)})
 		}
-		return &paho.Publish{Topic: topic, QoS: byte(b.cfg.QoS), Payload: alarm.Marshal(), Properties: props}, true
+		return &paho.Publish{Topic: topic, QoS: byte(b.cfg.QoS), Payload: al.Marshal(), Properties: props}, true
 	}
 	if b.publishReliably(m, build, "republishing for a retry", false) {
 		b.m.retries.Inc()
@@ -264,15 +253,9 @@ func (b *Bridge) deadLetter(m *message, kind, reason string) {
 
 	p := &paho.Publish{
 		Topic: b.cfg.DeadLetterTopic, QoS: byte(b.cfg.QoS), Payload: body,
-		Properties: &paho.PublishProperties{
-			ContentType:   "application/json",
-			PayloadFormat: utf8Format(),
-			User: paho.UserProperties{
-				{Key: "reason", Value: kind},
-				{Key: RequestIDProperty, Value: m.requestID},
-				{Key: AttemptsProperty, Value: strconv.Itoa(dl.Attempts)},
-			},
-		},
+		Properties: alarm.PublishProperties(m.requestID,
+			paho.UserProperty{Key: "reason", Value: kind},
+			paho.UserProperty{Key: alarm.AttemptsProperty, Value: strconv.Itoa(dl.Attempts)}),
 	}
 	build := func() (*paho.Publish, bool) { return p, true }
 	if b.publishReliably(m, build, "publishing a dead letter", true) {
@@ -378,9 +361,4 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-ctx.Done():
 		return false
 	}
-}
-
-func utf8Format() *byte {
-	one := byte(1)
-	return &one
 }

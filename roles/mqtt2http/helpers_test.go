@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/lpsdev/lps/alarm"
 	"github.com/lpsdev/lps/internal/testutil"
 	"github.com/lpsdev/lps/mqttconn"
 	"github.com/lpsdev/lps/roles"
@@ -45,7 +46,7 @@ type upstream struct {
 
 type received struct {
 	RequestID   string
-	Alarm       roles.Alarm
+	Alarm       alarm.Alarm
 	Path        string
 	ContentType string
 	Status      int
@@ -87,7 +88,7 @@ func (u *upstream) start(t *testing.T, addr string) {
 
 func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
-	var a roles.Alarm
+	var a alarm.Alarm
 	json.Unmarshal(body, &a)
 	id := r.Header.Get("Request-Id")
 
@@ -312,6 +313,6 @@ func quiescent(t *testing.T, originals int, bridges ...bridge) {
 }
 
 func alarmJSON(id, body, requestID string) []byte {
-	b, _ := json.Marshal(roles.Alarm{ID: id, Body: body, RequestID: requestID})
+	b, _ := json.Marshal(alarm.Alarm{ID: id, Body: body, RequestID: requestID})
 	return b
 }

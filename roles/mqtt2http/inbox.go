@@ -9,6 +9,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	"go.uber.org/zap"
 
+	"github.com/lpsdev/lps/alarm"
 	"github.com/lpsdev/lps/mqttconn"
 )
 
@@ -198,15 +199,15 @@ func (b *Bridge) handBack(ctx context.Context, left []*delivery) {
 // handBackProperties keeps what a republished message must carry: its request id, attempts
 // and due time, content type and payload format. The expiry is set by the caller.
 func handBackProperties(p *paho.PublishProperties) *paho.PublishProperties {
-	out := &paho.PublishProperties{ContentType: "application/json", PayloadFormat: utf8Format()}
 	if p == nil {
-		return out
+		return alarm.PublishProperties("")
 	}
+	out := alarm.PublishProperties("")
 	if p.ContentType != "" {
 		out.ContentType = p.ContentType
 	}
 	out.PayloadFormat = p.PayloadFormat
-	for _, k := range []string{RequestIDProperty, AttemptsProperty, RetryAtProperty} {
+	for _, k := range []string{alarm.RequestIDProperty, alarm.AttemptsProperty, alarm.RetryAtProperty} {
 		if v := p.User.Get(k); v != "" {
 			out.User = append(out.User, paho.UserProperty{Key: k, Value: v})
 		}

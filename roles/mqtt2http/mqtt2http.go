@@ -69,6 +69,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/lpsdev/lps/alarm"
 	"github.com/lpsdev/lps/mqttconn"
 	"github.com/lpsdev/lps/roles"
 	"github.com/lpsdev/lps/transport"
@@ -185,7 +186,7 @@ func New(cfg Config) (*Bridge, error) {
 		return nil, err
 	}
 	b.admin = admin
-	b.upstreams = s.Upstream.NewUpstreams(roles.AlarmPath, s.Logger.Named("client"), s.Registry)
+	b.upstreams = s.Upstream.NewUpstreams(alarm.CommandPath, s.Logger.Named("client"), s.Registry)
 	return b, nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	mqtt "github.com/mochi-mqtt/server/v2"
 
+	"github.com/lpsdev/lps/alarm"
 	"github.com/lpsdev/lps/internal/testutil"
 	"github.com/lpsdev/lps/mqttconn/mqtttest"
 	"github.com/lpsdev/lps/roles"
@@ -45,8 +46,8 @@ func TestForwardsWithRequestID(t *testing.T) {
 
 		reqs := up.all()
 		for _, r := range reqs {
-			if r.Path != roles.AlarmPath || r.ContentType != "application/json" {
-				t.Errorf("request to %s with %s, want %s with application/json", r.Path, r.ContentType, roles.AlarmPath)
+			if r.Path != alarm.CommandPath || r.ContentType != "application/json" {
+				t.Errorf("request to %s with %s, want %s with application/json", r.Path, r.ContentType, alarm.CommandPath)
 			}
 			if r.RequestID == "" || r.Alarm.RequestID != r.RequestID {
 				t.Errorf("Request-Id header %q, payload request_id %q: want both set and equal", r.RequestID, r.Alarm.RequestID)
@@ -106,7 +107,7 @@ func TestRetryThenDeliveredOnce(t *testing.T) {
 			if e := m.Properties.MessageExpiry; e == nil || *e == 0 || *e > 600 {
 				t.Errorf("retry %d: message expiry %v, want the rest of the original's 600 s", i+1, e)
 			}
-			var a roles.Alarm
+			var a alarm.Alarm
 			if err := json.Unmarshal(m.Payload, &a); err != nil || a.RequestID != "r-1" || a.ID != "1" {
 				t.Errorf("retry %d payload %s", i+1, m.Payload)
 			}
@@ -242,7 +243,7 @@ func TestMaxAttemptsGoesToDeadLetter(t *testing.T) {
 		!strings.Contains(dl.Reason, "failed 3 times") || !strings.Contains(dl.Reason, "502") {
 		t.Errorf("dead letter %+v", dl)
 	}
-	var a roles.Alarm
+	var a alarm.Alarm
 	if err := json.Unmarshal([]byte(dl.Payload), &a); err != nil || a.ID != "1" || a.RequestID != "r-1" {
 		t.Errorf("dead letter payload %s", dl.Payload)
 	}
@@ -474,7 +475,7 @@ func TestAdminEndpoints(t *testing.T) {
 			t.Errorf("metrics %d lacks %s", status, name)
 		}
 	}
-	if status, body := get(t, b.admin+roles.AlarmPath); status != http.StatusNotFound || !strings.Contains(body, `"reason"`) {
+	if status, body := get(t, b.admin+alarm.CommandPath); status != http.StatusNotFound || !strings.Contains(body, `"reason"`) {
 		t.Errorf("API path on the admin listener: %d %s", status, body)
 	}
 	broker.Stop()
