@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -500,38 +499,16 @@ func writeReport(out string, r ledger.Report) error {
 // verifier asks rast-sim which Request-Ids it received (GET /stats/requests), as the fault
 // suite does.
 type verifier struct {
-	url    string
-	client *http.Client
+	sim *rastsim.Client
 }
 
 func newVerifier(base string) *verifier {
-	u := strings.TrimSuffix(base, "/")
-	if !strings.HasSuffix(u, "/stats/requests") {
-		u += "/stats/requests"
-	}
-	return &verifier{url: u, client: &http.Client{Timeout: verifyFetchTimeout}}
+	return &verifier{sim: rastsim.NewClient(base, &http.Client{Timeout: verifyFetchTimeout})}
 }
 
 // fetch returns every Request-Id rast-sim received and how often.
 func (v *verifier) fetch(ctx context.Context) (map[string]int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, v.url, nil)
-	if err != nil {
-		return nil, fmt.Errorf("fetching rast-sim's received ids: %w", err)
-	}
-	resp, err := v.client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("fetching rast-sim's received ids: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
-		return nil, fmt.Errorf("fetching rast-sim's received ids: GET %s answered %s", v.url, resp.Status)
-	}
-	var body rastsim.RequestsBody
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		return nil, fmt.Errorf("decoding rast-sim's received ids from %s: %w", v.url, err)
-	}
-	return body.Requests, nil
+	return v.sim.Received(ctx)
 }
 
 // verification is what rast-sim had when the wait ended.

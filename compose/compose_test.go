@@ -26,6 +26,8 @@ import (
 	"time"
 
 	"github.com/lpsdev/lps/alarm"
+	"github.com/lpsdev/lps/roles/mqttbroker"
+	"github.com/lpsdev/lps/roles/rastsim"
 )
 
 const (
@@ -820,18 +822,14 @@ func (top *topology) verify(t *testing.T, ids []string, broker bool) {
 		return n
 	}
 	err := poll(ctx, func() (bool, error) {
-		var body struct {
-			Requests map[string]int `json:"requests"`
-		}
-		if err := top.getJSON(ctx, top.sim+"/stats/requests", &body); err != nil {
+		got, err := rastsim.NewClient(top.sim, top.http).Received(ctx)
+		if err != nil {
 			return false, nil // rast-sim is never stopped; a failed poll is retried until the deadline
 		}
-		counts = body.Requests
+		counts = got
 		if broker {
-			var st struct {
-				QueueDepth int `json:"queue_depth"`
-			}
-			if err := top.getJSON(ctx, top.broker+"/stats", &st); err != nil {
+			st, err := mqttbroker.NewClient(top.broker, top.http).Stats(ctx)
+			if err != nil {
 				return false, nil
 			}
 			depth = st.QueueDepth
@@ -887,22 +885,6 @@ func (top *topology) checkLogFiles(t *testing.T) {
 			t.Errorf("log file of %s has mode %v, want -rw-r--r-- (0644)", svc, perm)
 		}
 	}
-}
-
-func (top *topology) getJSON(ctx context.Context, url string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := top.http.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	return json.NewDecoder(resp.Body).Decode(v)
 }
 
 // poll calls cond every pollEvery until it reports done, fails, or ctx ends.

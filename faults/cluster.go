@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/lpsdev/lps/alarm"
+	"github.com/lpsdev/lps/roles/mqttbroker"
+	"github.com/lpsdev/lps/roles/rastsim"
 )
 
 // BrokerKind selects the cluster's MQTT broker.
@@ -531,6 +533,16 @@ func (c *Cluster) countReceived(run int, line []byte) {
 	c.mu.Unlock()
 }
 
+// brokerStats is the embedded broker's state, from its admin API.
+func (c *Cluster) brokerStats(ctx context.Context) (mqttbroker.StatsBody, error) {
+	return mqttbroker.NewClient("http://"+c.BrokerAdmin, c.client).Stats(ctx)
+}
+
+// sim is the client of rast-sim's API, on its pinned address.
+func (c *Cluster) sim() *rastsim.Client {
+	return rastsim.NewClient("http://"+c.RastSim.Arg("--listen"), c.client)
+}
+
 // Received is every Request-Id rast-sim received and how often, over all its runs: the
 // running one's from GET /stats/requests, the ended ones' from their logs.
 func (c *Cluster) Received(ctx context.Context) (map[string]int, error) {
@@ -538,13 +550,10 @@ func (c *Cluster) Received(ctx context.Context) (map[string]int, error) {
 	live := c.RastSim.Running()
 	out := map[string]int{}
 	if live {
-		var body struct {
-			Requests map[string]int `json:"requests"`
+		var err error
+		if out, err = c.sim().Received(ctx); err != nil {
+			return nil, err
 		}
-		if err := c.getJSON(ctx, "http://"+c.RastSim.Arg("--listen")+"/stats/requests", &body); err != nil {
-			return nil, fmt.Errorf("fetching rast-sim's received ids: %w", err)
-		}
-		out = body.Requests
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -571,22 +580,6 @@ func (c *Cluster) LoggedReceived() map[string]int {
 		}
 	}
 	return out
-}
-
-func (c *Cluster) getJSON(ctx context.Context, url string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := c.client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %d", url, resp.StatusCode)
-	}
-	return json.NewDecoder(resp.Body).Decode(v)
 }
 
 // metrics scrapes a Prometheus text endpoint and sums every metric's samples over their
@@ -675,11 +668,9 @@ func (c *Cluster) snapshot(ctx context.Context) (snapshot, error) {
 		}
 	}
 	if c.cfg.Broker == Embedded {
-		var st struct {
-			QueueDepth int `json:"queue_depth"`
-		}
-		if err := c.getJSON(ctx, "http://"+c.BrokerAdmin+"/stats", &st); err != nil {
-			return s, fmt.Errorf("broker stats: %w", err)
+		st, err := c.brokerStats(ctx)
+		if err != nil {
+			return s, err
 		}
 		s.queueDepth = st.QueueDepth
 	} else {
@@ -706,11 +697,9 @@ func (c *Cluster) snapshot(ctx context.Context) (snapshot, error) {
 		s.inflight += m["lps_mqtt_inflight_forwards"] + m["lps_mqtt_queued_messages"] + m["lps_mqtt_held_retries"]
 		s.deliveries += m["lps_mqtt_deliveries_total"]
 	}
-	var st struct {
-		Received int `json:"received"`
-	}
-	if err := c.getJSON(ctx, "http://"+c.RastSim.Arg("--listen")+"/stats", &st); err != nil {
-		return s, fmt.Errorf("rast-sim stats: %w", err)
+	st, err := c.sim().Counts(ctx)
+	if err != nil {
+		return s, err
 	}
 	s.received = st.Received
 	return s, nil

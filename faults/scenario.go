@@ -284,11 +284,10 @@ func (c *Cluster) samplePeakQueue(ctx context.Context) int {
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		var st struct {
-			QueueDepth int `json:"queue_depth"`
-		}
-		if c.Broker.Running() && c.getJSON(ctx, "http://"+c.BrokerAdmin+"/stats", &st) == nil {
-			peak = max(peak, st.QueueDepth)
+		if c.Broker.Running() {
+			if st, err := c.brokerStats(ctx); err == nil {
+				peak = max(peak, st.QueueDepth)
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -377,10 +376,7 @@ func awaitPending(ctx context.Context, c *Cluster) int {
 	for {
 		var n int
 		if c.BrokerKind() == Embedded {
-			var st struct {
-				Delayed int `json:"delayed"`
-			}
-			if c.getJSON(ctx, "http://"+c.BrokerAdmin+"/stats", &st) == nil {
+			if st, err := c.brokerStats(ctx); err == nil {
 				n = st.Delayed
 			}
 		} else {

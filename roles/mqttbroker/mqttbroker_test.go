@@ -57,6 +57,12 @@ func TestBrokerRoleServesAdminAndStats(t *testing.T) {
 			t.Errorf("/stats lacks %q: %s", k, body)
 		}
 	}
+	if st, err := mqttbroker.NewClient(admin, nil).Stats(context.Background()); err != nil || st.QueueDepth != 0 || st.Queues == nil {
+		t.Errorf("Client.Stats: %+v %v", st, err)
+	}
+	if _, err := mqttbroker.NewClient("http://"+testutil.RefusedAddr(t), nil).Stats(context.Background()); err == nil {
+		t.Error("Client.Stats of a broker that is down: no error")
+	}
 	if _, metrics := get("/metrics"); !strings.Contains(metrics, "lps_broker_") {
 		t.Error("/metrics has no broker metrics")
 	}
