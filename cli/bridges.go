@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"fmt"
 	"net"
 	"net/url"
 
@@ -38,22 +37,9 @@ func (a *app) mqttHostPortEnv(cmd *cobra.Command) error {
 		func(h, p string) string { return (&url.URL{Scheme: "mqtt", Host: net.JoinHostPort(h, p)}).String() })
 }
 
-// validate applies MQTT_HOST/MQTT_PORT to --broker, then checks the broker flags and qos, the
-// QoS both bridges take (QoS 0 is never confirmed, so neither bridge offers it).
-func (f brokerFlags) validate(a *app, cmd *cobra.Command, qos int) error {
-	if err := a.mqttHostPortEnv(cmd); err != nil {
-		return err
-	}
-	if qos != 1 && qos != 2 {
-		return fmt.Errorf("invalid --qos %d: must be 1 or 2 (QoS 0 is never confirmed)", qos)
-	}
-	if _, err := mqttconn.ParseBroker(*f.url); err != nil {
-		return fmt.Errorf("invalid --broker: %v", err)
-	}
-	if f.opts.SessionExpiry <= 0 {
-		return fmt.Errorf("invalid --session-expiry %s: must be positive", f.opts.SessionExpiry)
-	}
-	return nil
+// apply applies MQTT_HOST/MQTT_PORT to --broker; the bridge validates the rest.
+func (f brokerFlags) apply(a *app, cmd *cobra.Command) error {
+	return a.mqttHostPortEnv(cmd)
 }
 
 func (a *app) newHTTP2MQTTCmd() *cobra.Command {
@@ -81,7 +67,7 @@ completed the QoS 2 handshake (PUBCOMP), 503 when the broker is not connected.`,
 		if err := a.validate(cmd, sf, nil); err != nil {
 			return err
 		}
-		if err := bf.validate(a, cmd, cfg.QoS); err != nil {
+		if err := bf.apply(a, cmd); err != nil {
 			return &ConfigError{err}
 		}
 		return a.serve(cmd, &cfg.Server, func() (runner, error) { return http2mqtt.New(cfg) })
@@ -119,7 +105,7 @@ dead-letter topic with the reason. Its admin listener serves /healthz, /readyz a
 	fs.DurationVar(&cfg.RetryBase, "retry-base", mqtt2http.DefaultRetryBase, "first retry delay; it doubles, with jitter, up to --retry-max")
 	fs.DurationVar(&cfg.RetryMax, "retry-max", mqtt2http.DefaultRetryMax, "longest retry delay")
 	fs.StringVar(&cfg.DeadLetterTopic, "dead-letter-topic", mqtt2http.DefaultDeadLetterTopic, "where undeliverable messages go, with the reason")
-	fs.IntVar(&cfg.MaxPayloadBytes, "max-payload-bytes", 1<<20, "largest payload forwarded; larger ones go to the dead-letter topic at once")
+	fs.IntVar(&cfg.MaxPayloadBytes, "max-payload-bytes", 1<<20, "largest payload forwarded; larger ones go to the dead-letter topic at once (negative: no limit)")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", mqtt2http.DefaultDrainTimeout, "on shutdown, how long forwards in flight may finish before they are left to the broker")
 	aliasEnv(fs, "topic", alias{name: "MQTT_TOPIC"})
 	aliasEnv(fs, "qos", alias{name: "MQTT_QOS"})
@@ -127,25 +113,8 @@ dead-letter topic with the reason. Its admin listener serves /healthz, /readyz a
 		if err := a.validate(cmd, sf, uf); err != nil {
 			return err
 		}
-		if err := bf.validate(a, cmd, cfg.QoS); err != nil {
+		if err := bf.apply(a, cmd); err != nil {
 			return &ConfigError{err}
-		}
-		if cfg.MaxInflight < 1 || cfg.MaxInflight > 65535 {
-			return &ConfigError{fmt.Errorf("invalid --max-inflight %d: must be 1..65535", cfg.MaxInflight)}
-		}
-		if cfg.MaxAttempts < 0 {
-			return &ConfigError{fmt.Errorf("invalid --max-attempts %d: must be 0 (no limit) or more", cfg.MaxAttempts)}
-		}
-		switch cfg.DelayedPublish {
-		case mqtt2http.DelayedPublishAuto, mqtt2http.DelayedPublishOn, mqtt2http.DelayedPublishOff:
-		default:
-			return &ConfigError{fmt.Errorf("invalid --delayed-publish %q: must be auto, on or off", cfg.DelayedPublish)}
-		}
-		if cfg.RetryBase <= 0 || cfg.RetryMax < cfg.RetryBase {
-			return &ConfigError{fmt.Errorf("invalid --retry-base %s / --retry-max %s: need 0 < base <= max", cfg.RetryBase, cfg.RetryMax)}
-		}
-		if cfg.MaxPayloadBytes <= 0 {
-			return &ConfigError{fmt.Errorf("invalid --max-payload-bytes %d: must be positive", cfg.MaxPayloadBytes)}
 		}
 		cfg.ServiceName = cfg.Admin.ServiceName
 		return a.serve(cmd, &cfg.Admin, func() (runner, error) { return mqtt2http.New(cfg) })

@@ -42,9 +42,6 @@ func (a *app) newBrokerCmd() *cobra.Command {
 	fs.StringSliceVar(&queues, "queue", queueStrings(mqttbroker.DefaultQueues()),
 		"durable queue GROUP:FILTER declared at start: $share/GROUP/FILTER keeps matching messages before anyone subscribes; repeat or comma-separate; "+queueNone+" for no queue")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		if err := validateListen("listen", cfg.Listen); err != nil {
-			return &ConfigError{err}
-		}
 		if err := sf.validate(); err != nil {
 			return &ConfigError{err}
 		}
@@ -71,9 +68,6 @@ func parseQueues(vals []string) ([]broker.Queue, error) {
 		q, err := broker.ParseQueue(v)
 		if err != nil {
 			return nil, fmt.Errorf("invalid --queue %q: %v", v, err)
-		}
-		if slices.Contains(qs, q) {
-			return nil, fmt.Errorf("invalid --queue %q: declared twice", v)
 		}
 		qs = append(qs, q)
 	}

@@ -52,15 +52,6 @@ not be replayed; the rest stay in the queue.`,
 	fs.BoolVar(&asJSON, "json", false, "print each dead letter as its JSON envelope, one per line")
 	aliasEnv(fs, "broker", alias{name: "MQTT_BROKER"})
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		if _, err := mqttconn.ParseBroker(cfg.Broker); err != nil {
-			return &ConfigError{fmt.Errorf("invalid --broker: %v", err)}
-		}
-		if cfg.Limit < 1 || cfg.Limit > 65535 {
-			return &ConfigError{fmt.Errorf("invalid --limit %d: must be 1..65535 (the MQTT receive maximum)", cfg.Limit)}
-		}
-		if cfg.Idle <= 0 {
-			return &ConfigError{fmt.Errorf("invalid --idle %s: must be positive", cfg.Idle)}
-		}
 		if timeout <= 0 {
 			return &ConfigError{fmt.Errorf("invalid --timeout %s: must be positive", timeout)}
 		}
@@ -80,7 +71,7 @@ not be replayed; the rest stay in the queue.`,
 		cfg.Logger = logger.Named("dead-letters")
 		r, err := deadletters.New(cfg)
 		if err != nil {
-			return &ConfigError{err}
+			return &ConfigError{flagError(cmd.Flags(), err)}
 		}
 		ctx, stop := a.signalContext(cmd.Context())
 		defer stop()

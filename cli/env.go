@@ -2,7 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"net"
 	"strconv"
 	"strings"
 
@@ -143,18 +142,6 @@ func validPort(p string) error {
 	n, err := strconv.Atoi(p)
 	if err != nil || n < 0 || n > 65535 {
 		return fmt.Errorf("port must be a number from 0 to 65535")
-	}
-	return nil
-}
-
-// validateListen checks a host:port listen address.
-func validateListen(flag, addr string) error {
-	_, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return fmt.Errorf("invalid --%s %q: %v", flag, addr, err)
-	}
-	if err := validPort(port); err != nil {
-		return fmt.Errorf("invalid --%s %q: %v", flag, addr, err)
 	}
 	return nil
 }

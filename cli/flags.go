@@ -20,7 +20,7 @@ type serverFlags struct {
 // serve an API, "admin-listen" for those whose HTTP listener only serves health and metrics).
 func addServerFlags(fs *pflag.FlagSet, cfg *roles.Server, listenFlag, defListen, defName string) serverFlags {
 	fs.StringVar(&cfg.Listen, listenFlag, defListen, "HTTP address to listen on, host:port")
-	fs.IntVar(&cfg.Backlog, "backlog", tcptune.DefaultBacklog, "listen backlog (the kernel caps it at net.core.somaxconn)")
+	fs.IntVar(&cfg.Backlog, "backlog", tcptune.DefaultBacklog, "listen backlog (the kernel caps it at net.core.somaxconn; 0: the default)")
 	fs.StringVar(&cfg.ServiceName, "service-name", defName, "instance name: log file name, metrics, MQTT client id")
 	fs.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 1<<20, "largest request body accepted; larger ones get 413")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 65*time.Second, "how long a graceful shutdown waits for requests in flight")
@@ -28,16 +28,9 @@ func addServerFlags(fs *pflag.FlagSet, cfg *roles.Server, listenFlag, defListen,
 	return serverFlags{cfg: cfg, listenFlag: listenFlag}
 }
 
+// validate checks what only the command line decides: every role it starts has a name (for
+// its log file, metrics and MQTT client id). The role validates the rest.
 func (f serverFlags) validate() error {
-	if err := validateListen(f.listenFlag, f.cfg.Listen); err != nil {
-		return err
-	}
-	if f.cfg.Backlog <= 0 {
-		return fmt.Errorf("invalid --backlog %d: must be positive", f.cfg.Backlog)
-	}
-	if f.cfg.MaxBodyBytes <= 0 {
-		return fmt.Errorf("invalid --max-body-bytes %d: must be positive", f.cfg.MaxBodyBytes)
-	}
 	if f.cfg.ServiceName == "" {
 		return fmt.Errorf("invalid --service-name: must not be empty")
 	}
@@ -62,13 +55,7 @@ func addUpstreamFlags(fs *pflag.FlagSet, cfg *roles.Upstream, what string) *upst
 	return f
 }
 
-func (f *upstreamFlags) validate() error {
+// apply maps --dns-cache to the config (the role validates the rest).
+func (f *upstreamFlags) apply() {
 	f.cfg.NoDNSCache = !f.dnsCache
-	if err := roles.ValidateURLs(f.cfg.URL); err != nil {
-		return fmt.Errorf("invalid --upstream: %v", err)
-	}
-	if f.cfg.Timeout <= 0 {
-		return fmt.Errorf("invalid --timeout %s: must be positive", f.cfg.Timeout)
-	}
-	return nil
 }

@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
@@ -47,7 +47,7 @@ func (a *app) serve(cmd *cobra.Command, srv *roles.Server, build func() (runner,
 	tcptune.Report(logger.Named("tcptune"), "", srv.Backlog)
 	r, err := build()
 	if err != nil {
-		return &ConfigError{err}
+		return &ConfigError{flagError(cmd.Flags(), err)}
 	}
 	ctx, stop := a.signalContext(cmd.Context())
 	defer stop()
@@ -68,7 +68,8 @@ func (a *app) newComp2Cmd() *cobra.Command {
 	}
 	sf := addServerFlags(cmd.Flags(), &cfg.Server, "listen", roles.DefaultListen, "ars-comp-2")
 	uf := addUpstreamFlags(cmd.Flags(), &cfg.Upstream, "the legacy backend, HTTP/1.1 unless --http2")
-	cmd.Flags().DurationVar(&cfg.DedupWindow, "dedup-window", dedup.DefaultTTL, "answer an alarm (its Request-Id and content) that was forwarded within this window without forwarding it again (0: off)")
+	var window time.Duration
+	cmd.Flags().DurationVar(&window, "dedup-window", dedup.DefaultTTL, "answer an alarm (its Request-Id and content) that was forwarded within this window without forwarding it again (0: off)")
 	cmd.Flags().IntVar(&cfg.DedupMax, "dedup-max", 0, fmt.Sprintf("most alarms the in-memory window remembers (0: the whole window at %d alarms/s)", dedup.SizingRate))
 	cmd.Flags().StringVar(&cfg.DedupDir, "dedup-dir", "", "keep the dedup window in DIR/dedup.db (bbolt, fsynced): a restart or kill -9 of comp2 keeps it (empty: memory)")
 	cmd.Flags().StringVar(&cfg.DedupStore, "dedup-store", "", "keep the dedup window in Redis/Valkey (redis://host:6379[/db]), shared by comp2 instances that fail over to each other")
@@ -78,21 +79,7 @@ func (a *app) newComp2Cmd() *cobra.Command {
 		if err := a.validate(cmd, sf, uf); err != nil {
 			return err
 		}
-		if cfg.ForwardTimeout < 0 {
-			return &ConfigError{fmt.Errorf("invalid --forward-timeout %s: must not be negative", cfg.ForwardTimeout)}
-		}
-		if cfg.DedupWindow < 0 || cfg.DedupMax < 0 {
-			return &ConfigError{fmt.Errorf("invalid --dedup-window %s / --dedup-max %d: neither may be negative", cfg.DedupWindow, cfg.DedupMax)}
-		}
-		if cfg.DedupDir != "" && cfg.DedupStore != "" {
-			return &ConfigError{fmt.Errorf("invalid --dedup-dir %q with --dedup-store %q: the window is either this instance's own or shared, not both", cfg.DedupDir, cfg.DedupStore)}
-		}
-		if cfg.DedupStore != "" && !strings.HasPrefix(cfg.DedupStore, "redis://") && !strings.HasPrefix(cfg.DedupStore, "rediss://") {
-			return &ConfigError{fmt.Errorf("invalid --dedup-store %q: want redis://host:port[/db] or rediss://...", cfg.DedupStore)}
-		}
-		if cfg.DedupWindow == 0 {
-			cfg.DedupWindow = -1 // the role's zero means its default; the flag's 0 means off
-		}
+		cfg.DedupWindow, cfg.NoDedup = window, window == 0
 		return a.serve(cmd, &cfg.Server, func() (runner, error) { return comp2.New(cfg) })
 	}
 	return cmd
@@ -149,9 +136,7 @@ func (a *app) validate(cmd *cobra.Command, sf serverFlags, uf *upstreamFlags) er
 		return &ConfigError{err}
 	}
 	if uf != nil {
-		if err := uf.validate(); err != nil {
-			return &ConfigError{err}
-		}
+		uf.apply()
 	}
 	return nil
 }

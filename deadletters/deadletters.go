@@ -24,6 +24,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/lpsdev/lps/alarm"
+	"github.com/lpsdev/lps/config"
 	"github.com/lpsdev/lps/mqttconn"
 	"github.com/lpsdev/lps/roles/mqtt2http"
 )
@@ -85,14 +86,17 @@ func (c *Config) defaults() error {
 	}
 	switch {
 	case c.Limit < 1 || c.Limit > 65535:
-		return fmt.Errorf("limit %d must be between 1 and 65535 (it is the MQTT receive maximum)", c.Limit)
+		return config.Invalid("Limit", c.Limit, "must be between 1 and 65535 (it is the MQTT receive maximum)")
 	case c.Idle < 0:
-		return fmt.Errorf("idle time %s must not be negative", c.Idle)
+		return config.Invalid("Idle", c.Idle, "must not be negative")
 	}
 	if err := mqttconn.ValidateShareGroup(c.Group); err != nil {
-		return err
+		return config.Invalid("Group", c.Group, "%v", err)
 	}
-	return mqttconn.ValidateFilter(c.Topic)
+	if err := mqttconn.ValidateFilter(c.Topic); err != nil {
+		return config.Invalid("Topic", c.Topic, "%v", err)
+	}
+	return nil
 }
 
 // Entry is one dead letter as read from the queue.

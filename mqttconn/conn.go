@@ -24,6 +24,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/lpsdev/lps/config"
 )
 
 // Defaults of Options, applied in one place (Options.defaults).
@@ -79,6 +81,21 @@ type Options struct {
 	TLSConfig *tls.Config
 	// DialContext opens the TCP connection; nil means a net.Dialer.
 	DialContext func(ctx context.Context, network, address string) (net.Conn, error)
+}
+
+// validate checks the options; zero values take the defaults.
+func (o Options) validate() error {
+	for _, d := range []struct {
+		field string
+		v     time.Duration
+	}{{"KeepAlive", o.KeepAlive}, {"SessionExpiry", o.SessionExpiry}, {"ConnectTimeout", o.ConnectTimeout},
+		{"ReconnectBase", o.ReconnectBase}, {"ReconnectMax", o.ReconnectMax}, {"PacketTimeout", o.PacketTimeout},
+		{"AckInterval", o.AckInterval}} {
+		if d.v < 0 {
+			return config.Invalid(d.field, d.v, "must not be negative (0: the default)")
+		}
+	}
+	return nil
 }
 
 func (o *Options) defaults() {
@@ -168,13 +185,16 @@ type Conn struct {
 func New(cfg Config) (*Conn, error) {
 	b, err := ParseBroker(cfg.Broker)
 	if err != nil {
-		return nil, err
+		return nil, config.Invalid("Broker", redact(cfg.Broker), "%v", err)
 	}
 	if cfg.ClientID == "" {
 		return nil, errors.New("MQTT client id is required (the service name): a persistent session is found again by it")
 	}
 	if len(cfg.ClientID) > 65535 || !utf8.ValidString(cfg.ClientID) {
 		return nil, fmt.Errorf("MQTT client id %q is not a UTF-8 string of at most 65535 bytes", cfg.ClientID)
+	}
+	if err := cfg.Options.validate(); err != nil {
+		return nil, err
 	}
 	if cfg.Username == "" && cfg.Password == "" {
 		cfg.Username, cfg.Password = b.Username, b.Password

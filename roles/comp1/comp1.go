@@ -5,13 +5,13 @@ package comp1
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"net/http"
 
 	"go.uber.org/zap"
 
 	"github.com/lpsdev/lps/alarm"
+	"github.com/lpsdev/lps/config"
 	"github.com/lpsdev/lps/roles"
 	"github.com/lpsdev/lps/transport"
 )
@@ -20,6 +20,14 @@ import (
 type Config struct {
 	roles.Server
 	Upstream roles.Upstream
+}
+
+// Validate checks cfg; New calls it.
+func (cfg Config) Validate() error {
+	if err := cfg.Server.Validate(); err != nil {
+		return err
+	}
+	return config.Within("Upstream", cfg.Upstream.Validate())
 }
 
 // Comp1 is a running component 1.
@@ -31,8 +39,8 @@ type Comp1 struct {
 
 // New validates cfg and opens the listener.
 func New(cfg Config) (*Comp1, error) {
-	if err := roles.ValidateURLs(cfg.Upstream.URL); err != nil {
-		return nil, fmt.Errorf("upstream %w", err)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	cfg.SetDefaults()
 	c := &Comp1{log: cfg.Logger}

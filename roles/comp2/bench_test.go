@@ -31,7 +31,7 @@ func BenchmarkForward(b *testing.B) {
 			cfg.Listener = testutil.Listen(b)
 			switch store {
 			case "off":
-				cfg.DedupWindow = -1
+				cfg.NoDedup = true
 			case "dir":
 				cfg.DedupDir = b.TempDir()
 			case "redis":

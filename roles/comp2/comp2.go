@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/lpsdev/lps/alarm"
+	"github.com/lpsdev/lps/config"
 	"github.com/lpsdev/lps/dedup"
 	"github.com/lpsdev/lps/roles"
 	"github.com/lpsdev/lps/transport"
@@ -32,9 +33,10 @@ type Config struct {
 	Upstream roles.Upstream
 	// DedupWindow makes forwarding idempotent: an alarm (its Request-Id and its content) that
 	// was forwarded successfully within the window is answered 200 without forwarding it again,
-	// and one being forwarded right now waits for that outcome. Zero means dedup.DefaultTTL,
-	// negative turns it off.
+	// and one being forwarded right now waits for that outcome. Zero means dedup.DefaultTTL.
 	DedupWindow time.Duration
+	// NoDedup turns the dedup window off: every copy is forwarded (the original's behaviour).
+	NoDedup bool
 	// DedupMax bounds the alarms the in-memory window remembers; zero means
 	// dedup.DefaultMax(window), the whole window at dedup.SizingRate alarms/s.
 	DedupMax int
@@ -68,10 +70,33 @@ type Comp2 struct {
 	log        *zap.Logger
 }
 
+// Validate checks cfg; New calls it.
+func (cfg Config) Validate() error {
+	if err := cfg.Server.Validate(); err != nil {
+		return err
+	}
+	if err := config.Within("Upstream", cfg.Upstream.Validate()); err != nil {
+		return err
+	}
+	switch {
+	case cfg.DedupWindow < 0:
+		return config.Invalid("DedupWindow", cfg.DedupWindow, "must not be negative (0: the default)")
+	case cfg.DedupMax < 0:
+		return config.Invalid("DedupMax", cfg.DedupMax, "must not be negative (0: the whole window at %d alarms/s)", dedup.SizingRate)
+	case cfg.ForwardTimeout < 0:
+		return config.Invalid("ForwardTimeout", cfg.ForwardTimeout, "must not be negative (0: %d × the upstream timeout)", DefaultForwardFactor)
+	case cfg.DedupDir != "" && cfg.DedupStore != "":
+		return config.Invalid("DedupStore", cfg.DedupStore, "excludes a dedup dir: the window is either shared (redis://) or this instance's own (a directory)")
+	case cfg.DedupStore != "" && !strings.HasPrefix(cfg.DedupStore, "redis://") && !strings.HasPrefix(cfg.DedupStore, "rediss://"):
+		return config.Invalid("DedupStore", cfg.DedupStore, "want redis://host:port[/db] or rediss://...")
+	}
+	return nil
+}
+
 // New validates cfg and opens the listener.
 func New(cfg Config) (*Comp2, error) {
-	if err := roles.ValidateURLs(cfg.Upstream.URL); err != nil {
-		return nil, fmt.Errorf("upstream %w", err)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	cfg.SetDefaults()
 	c := &Comp2{log: cfg.Logger}
@@ -80,7 +105,7 @@ func New(cfg Config) (*Comp2, error) {
 	}
 	c.wait = cfg.Upstream.Timeout
 	var ready func(context.Context) error
-	if cfg.DedupWindow >= 0 {
+	if !cfg.NoDedup {
 		if cfg.ForwardTimeout <= 0 {
 			cfg.ForwardTimeout = DefaultForwardFactor * cfg.Upstream.Timeout
 		}
@@ -130,21 +155,16 @@ func (c *Comp2) Run(ctx context.Context) error {
 // openStore opens the dedup window's store that cfg names.
 func openStore(cfg Config) (dedup.Store, error) {
 	switch {
-	case cfg.DedupStore != "" && cfg.DedupDir != "":
-		return nil, errors.New("dedup store and dedup dir exclude each other: the window is either shared (redis://) or this instance's own (a directory)")
 	case cfg.DedupStore != "":
-		if !strings.HasPrefix(cfg.DedupStore, "redis://") && !strings.HasPrefix(cfg.DedupStore, "rediss://") {
-			return nil, fmt.Errorf("dedup store %q is not a redis:// or rediss:// URL", cfg.DedupStore)
-		}
 		s, err := dedup.NewRedis(cfg.DedupStore, cfg.DedupWindow)
 		if err != nil {
-			return nil, fmt.Errorf("dedup store: %w", err)
+			return nil, config.Invalid("DedupStore", cfg.DedupStore, "%v", err)
 		}
 		return s, nil
 	case cfg.DedupDir != "":
 		s, err := dedup.OpenBolt(cfg.DedupDir, cfg.DedupWindow)
 		if err != nil {
-			return nil, fmt.Errorf("dedup dir: %w", err)
+			return nil, config.Invalid("DedupDir", cfg.DedupDir, "%v", err)
 		}
 		return s, nil
 	}

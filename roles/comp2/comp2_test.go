@@ -3,6 +3,7 @@ package comp2_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/lpsdev/lps/alarm"
+	"github.com/lpsdev/lps/config"
 	"github.com/lpsdev/lps/internal/testutil"
 	"github.com/lpsdev/lps/roles"
 	"github.com/lpsdev/lps/roles/comp2"
@@ -159,23 +161,24 @@ func TestNewRejectsBadUpstream(t *testing.T) {
 	for _, u := range []string{"", "ftp://x", "http://", "::nope"} {
 		cfg := comp2.Config{Upstream: roles.Upstream{URL: u}}
 		cfg.Listen = "127.0.0.1:0"
-		if _, err := comp2.New(cfg); err == nil || !strings.Contains(err.Error(), "upstream") {
-			t.Errorf("upstream %q: error %v, want one naming the upstream", u, err)
+		var fe *config.FieldError
+		if _, err := comp2.New(cfg); !errors.As(err, &fe) || fe.Field != "Upstream.URL" {
+			t.Errorf("upstream %q: error %v, want one about Upstream.URL", u, err)
 		}
 	}
 }
 
 func TestDedupByRequestID(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
-		window time.Duration
-		want   int
-	}{{"on by default", 0, 1}, {"off", -1, 2}} {
+		name string
+		off  bool
+		want int
+	}{{"on by default", false, 1}, {"off", true, 2}} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := &backend{}
 			up := httptest.NewServer(b)
 			t.Cleanup(up.Close)
-			cfg := comp2.Config{Upstream: roles.Upstream{URL: up.URL}, DedupWindow: tc.window}
+			cfg := comp2.Config{Upstream: roles.Upstream{URL: up.URL}, NoDedup: tc.off}
 			cfg.Listener = testutil.Listen(t)
 			c, err := comp2.New(cfg)
 			if err != nil {
@@ -332,7 +335,7 @@ func TestWithoutDedupForwardEndsWithTheWait(t *testing.T) {
 		close(cut)
 	}))
 	t.Cleanup(up.Close)
-	cfg := comp2.Config{Upstream: roles.Upstream{URL: up.URL, Timeout: 100 * time.Millisecond}, DedupWindow: -1, ForwardTimeout: time.Hour}
+	cfg := comp2.Config{Upstream: roles.Upstream{URL: up.URL, Timeout: 100 * time.Millisecond}, NoDedup: true, ForwardTimeout: time.Hour}
 	cfg.Listener = testutil.Listen(t)
 	c, err := comp2.New(cfg)
 	if err != nil {

@@ -1,6 +1,7 @@
 package comp2_test
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/lpsdev/lps/alarm"
+	"github.com/lpsdev/lps/config"
 	"github.com/lpsdev/lps/internal/testutil"
 	"github.com/lpsdev/lps/roles"
 	"github.com/lpsdev/lps/roles/comp2"
@@ -154,12 +156,14 @@ func getStatus(url string) (int, error) {
 func TestDedupStoreValidates(t *testing.T) {
 	for _, cfg := range []comp2.Config{
 		{Upstream: roles.Upstream{URL: "http://a"}, DedupDir: "/tmp/x", DedupStore: "redis://127.0.0.1:1"},
+		{Upstream: roles.Upstream{URL: "http://a"}, DedupWindow: -time.Second},
 		{Upstream: roles.Upstream{URL: "http://a"}, DedupStore: "http://127.0.0.1:1"},
 		{Upstream: roles.Upstream{URL: "http://a"}, DedupStore: "redis://[::1"},
 	} {
 		cfg.Listen = "127.0.0.1:0"
-		if _, err := comp2.New(cfg); err == nil || !strings.Contains(err.Error(), "dedup") {
-			t.Errorf("New(%+v): %v, want an error about the dedup store", cfg, err)
+		var fe *config.FieldError
+		if _, err := comp2.New(cfg); !errors.As(err, &fe) || !strings.HasPrefix(fe.Field, "Dedup") {
+			t.Errorf("New(%+v): %v, want an error about DedupStore", cfg, err)
 		}
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/lpsdev/lps/alarm"
+	"github.com/lpsdev/lps/config"
 	"github.com/lpsdev/lps/mqttconn"
 	"github.com/lpsdev/lps/roles"
 	"github.com/lpsdev/lps/transport"
@@ -76,17 +77,22 @@ func (c *Config) defaults() {
 }
 
 func (c *Config) validate() error {
-	if c.ServiceName == "" {
-		return errors.New("service name is required: it is the MQTT client id and names the default topic")
-	}
-	if err := mqttconn.ValidateTopic(c.Topic); err != nil {
+	if err := c.Server.Validate(); err != nil {
 		return err
 	}
-	if c.QoS < 1 || c.QoS > 2 {
-		return fmt.Errorf("QoS %d is not supported: use 2 (or 1); at QoS 0 the broker confirms nothing", c.QoS)
+	if c.ServiceName == "" {
+		return config.Invalid("ServiceName", c.ServiceName, "is required: it is the MQTT client id and names the default topic")
 	}
-	if c.PublishTimeout < 0 || c.HoldWhenDown < 0 {
-		return errors.New("publish timeout and hold-when-down must not be negative")
+	if err := mqttconn.ValidateTopic(c.Topic); err != nil {
+		return config.Invalid("Topic", c.Topic, "%v", err)
+	}
+	switch {
+	case c.QoS < 1 || c.QoS > 2:
+		return config.Invalid("QoS", c.QoS, "use 2 (or 1); at QoS 0 the broker confirms nothing")
+	case c.PublishTimeout < 0:
+		return config.Invalid("PublishTimeout", c.PublishTimeout, "must not be negative (0: the default)")
+	case c.HoldWhenDown < 0:
+		return config.Invalid("HoldWhenDown", c.HoldWhenDown, "must not be negative (0: answer 503 at once)")
 	}
 	return nil
 }

@@ -1,14 +1,13 @@
 package mqtt2http
 
 import (
-	"errors"
-	"fmt"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/lpsdev/lps/config"
 	"github.com/lpsdev/lps/mqttconn"
 	"github.com/lpsdev/lps/roles"
 	"github.com/lpsdev/lps/transport"
@@ -140,15 +139,18 @@ func (c Config) settings() (settings, error) {
 	s.Admin.SetDefaults()
 	s.Logger, s.Registry = s.Admin.Logger, s.Admin.Registry
 
+	if err := s.Admin.Validate(); err != nil {
+		return s, config.Within("Admin", err)
+	}
 	if s.ServiceName == "" || strings.ContainsAny(s.ServiceName, "/+#") {
-		return s, fmt.Errorf("service name %q must be set and free of /, + and #: it is the MQTT client id and the first level of the retry topic", s.ServiceName)
+		return s, config.Invalid("ServiceName", s.ServiceName, "must be set and free of /, + and #: it is the MQTT client id and the first level of the retry topic")
 	}
 	s.retryTopic = s.ServiceName + RetrySuffix
 	if err := mqttconn.ValidateTopic(s.retryTopic); err != nil {
-		return s, fmt.Errorf("service name: %w", err)
+		return s, config.Invalid("ServiceName", s.ServiceName, "%v", err)
 	}
-	if err := roles.ValidateURLs(s.Upstream.URL); err != nil {
-		return s, fmt.Errorf("upstream %w", err)
+	if err := s.Upstream.Validate(); err != nil {
+		return s, config.Within("Upstream", err)
 	}
 
 	if s.Topic == "" {
@@ -156,11 +158,11 @@ func (c Config) settings() (settings, error) {
 	}
 	group, filter, shared, err := mqttconn.SplitShared(s.Topic)
 	if err != nil {
-		return s, err
+		return s, config.Invalid("Topic", s.Topic, "%v", err)
 	}
 	switch {
 	case shared && s.ShareGroup != "" && s.ShareGroup != group:
-		return s, fmt.Errorf("topic %q names share group %q but the share group is %q", s.Topic, group, s.ShareGroup)
+		return s, config.Invalid("ShareGroup", s.ShareGroup, "the topic %q names share group %q", s.Topic, group)
 	case shared:
 	case s.ShareGroup != "":
 		group = s.ShareGroup
@@ -168,10 +170,10 @@ func (c Config) settings() (settings, error) {
 		group = DefaultShareGroup
 	}
 	if err := mqttconn.ValidateShareGroup(group); err != nil {
-		return s, err
+		return s, config.Invalid("ShareGroup", group, "%v", err)
 	}
 	if err := mqttconn.ValidateFilter(filter); err != nil {
-		return s, err
+		return s, config.Invalid("Topic", s.Topic, "%v", err)
 	}
 	s.group, s.filter = group, filter
 
@@ -179,40 +181,40 @@ func (c Config) settings() (settings, error) {
 		s.DeadLetterTopic = DefaultDeadLetterTopic
 	}
 	if err := mqttconn.ValidateTopic(s.DeadLetterTopic); err != nil {
-		return s, fmt.Errorf("dead-letter %w", err)
+		return s, config.Invalid("DeadLetterTopic", s.DeadLetterTopic, "%v", err)
 	}
 	// A filter that also matches the retry or dead-letter topics would deliver those messages
 	// twice (two matching shared subscriptions) or feed dead letters back in.
 	for _, t := range []string{s.retryTopic, s.DeadLetterTopic} {
 		if mqttconn.Match(filter, t) {
-			return s, fmt.Errorf("topic filter %q also matches %q; use a filter such as %q", filter, t, DefaultTopic)
+			return s, config.Invalid("Topic", s.Topic, "also matches %q; use a filter such as %q", t, DefaultTopic)
 		}
 	}
 	if mqttconn.Match(RetryFilter, s.DeadLetterTopic) {
-		return s, fmt.Errorf("dead-letter topic %q matches the retry filter %q", s.DeadLetterTopic, RetryFilter)
+		return s, config.Invalid("DeadLetterTopic", s.DeadLetterTopic, "matches the retry filter %q", RetryFilter)
 	}
 
 	if s.QoS == 0 {
 		s.QoS = DefaultQoS
 	}
 	if s.QoS < 1 || s.QoS > 2 {
-		return s, fmt.Errorf("QoS %d is not supported: use 2 (or 1); at QoS 0 a message cannot wait for its acknowledgement", s.QoS)
+		return s, config.Invalid("QoS", s.QoS, "use 2 (or 1); at QoS 0 a message cannot wait for its acknowledgement")
 	}
 	if s.MaxInflight == 0 {
 		s.MaxInflight = DefaultMaxInflight
 	}
 	if s.MaxInflight < 1 || s.MaxInflight > 65535 {
-		return s, fmt.Errorf("max inflight %d must be between 1 and 65535 (it is the MQTT receive maximum)", s.MaxInflight)
+		return s, config.Invalid("MaxInflight", s.MaxInflight, "must be between 1 and 65535 (it is the MQTT receive maximum; 0: the default)")
 	}
 	if s.MaxAttempts < 0 {
-		return s, fmt.Errorf("max attempts %d must not be negative (0: no limit)", s.MaxAttempts)
+		return s, config.Invalid("MaxAttempts", s.MaxAttempts, "must not be negative (0: no limit)")
 	}
 	switch s.DelayedPublish {
 	case "":
 		s.DelayedPublish = DelayedPublishAuto
 	case DelayedPublishAuto, DelayedPublishOn, DelayedPublishOff:
 	default:
-		return s, fmt.Errorf("delayed publish %q must be auto, on or off", s.DelayedPublish)
+		return s, config.Invalid("DelayedPublish", s.DelayedPublish, "must be auto, on or off")
 	}
 	if s.RetryBase == 0 {
 		s.RetryBase = DefaultRetryBase
@@ -220,8 +222,11 @@ func (c Config) settings() (settings, error) {
 	if s.RetryMax == 0 {
 		s.RetryMax = max(DefaultRetryMax, s.RetryBase)
 	}
-	if s.RetryBase < 0 || s.RetryMax < s.RetryBase {
-		return s, fmt.Errorf("retry delays must satisfy 0 < base (%s) <= max (%s)", s.RetryBase, s.RetryMax)
+	if s.RetryBase < 0 {
+		return s, config.Invalid("RetryBase", s.RetryBase, "must not be negative (0: the default)")
+	}
+	if s.RetryMax < s.RetryBase {
+		return s, config.Invalid("RetryMax", s.RetryMax, "must not be below the retry base %s", s.RetryBase)
 	}
 	if s.DrainTimeout == 0 {
 		s.DrainTimeout = DefaultDrainTimeout
@@ -232,8 +237,11 @@ func (c Config) settings() (settings, error) {
 	if s.MaxPayloadBytes == 0 {
 		s.MaxPayloadBytes = transport.DefaultMaxBodyBytes
 	}
-	if s.DrainTimeout < 0 || s.PublishTimeout < 0 {
-		return s, errors.New("drain and publish timeouts must not be negative")
+	switch {
+	case s.DrainTimeout < 0:
+		return s, config.Invalid("DrainTimeout", s.DrainTimeout, "must not be negative (0: the default)")
+	case s.PublishTimeout < 0:
+		return s, config.Invalid("PublishTimeout", s.PublishTimeout, "must not be negative (0: the default)")
 	}
 	return s, nil
 }

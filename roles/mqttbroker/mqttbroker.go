@@ -14,6 +14,7 @@ import (
 	"github.com/oklog/run"
 
 	"github.com/lpsdev/lps/broker"
+	"github.com/lpsdev/lps/config"
 	"github.com/lpsdev/lps/roles"
 	"github.com/lpsdev/lps/roles/mqtt2http"
 	"github.com/lpsdev/lps/tcptune"
@@ -65,8 +66,42 @@ type Broker struct {
 	admin *roles.HTTPService
 }
 
+// Validate checks cfg; New calls it. The broker checks the rest (broker.Config).
+func (cfg Config) Validate() error {
+	if err := cfg.Admin.Validate(); err != nil {
+		return config.Within("Admin", err)
+	}
+	if cfg.Listener == nil && cfg.Listen != "" {
+		if err := roles.ValidateListen(cfg.Listen); err != nil {
+			return config.Invalid("Listen", cfg.Listen, "%v", err)
+		}
+	}
+	switch {
+	case cfg.MaxQueued < 0:
+		return config.Invalid("MaxQueued", cfg.MaxQueued, "must not be negative (0: the default)")
+	case cfg.MaxInflight < 0 || cfg.MaxInflight > 65535:
+		return config.Invalid("MaxInflight", cfg.MaxInflight, "must be between 0 (the default) and 65535")
+	case (cfg.Username == "") != (cfg.Password == ""):
+		return config.Invalid("Password", "", "a user name and a password go together")
+	}
+	seen := map[broker.Queue]bool{}
+	for _, q := range cfg.Queues {
+		if seen[q] {
+			return config.Invalid("Queues", q.String(), "declared twice")
+		}
+		seen[q] = true
+	}
+	return nil
+}
+
 // New opens both listeners and the data dir.
 func New(cfg Config) (_ *Broker, err error) {
+	if err := cfg.Validate(); err != nil {
+		if cfg.Listener != nil {
+			cfg.Listener.Close() // New owns the listener it was given, also when it fails
+		}
+		return nil, err
+	}
 	if cfg.Admin.Listen == "" {
 		cfg.Admin.Listen = DefaultAdminListen
 	}

@@ -25,6 +25,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/lpsdev/lps/config"
 	"github.com/lpsdev/lps/roles"
 	"github.com/lpsdev/lps/transport"
 )
@@ -79,8 +80,11 @@ func New(cfg Config) (*Sim, error) {
 		cfg.Listen = DefaultListen
 	}
 	cfg.SetDefaults()
+	if err := cfg.Server.Validate(); err != nil {
+		return nil, err
+	}
 	if cfg.CorrMax < 0 {
-		return nil, fmt.Errorf("corr-max must not be negative, got %d", cfg.CorrMax)
+		return nil, config.Invalid("CorrMax", cfg.CorrMax, "must not be negative")
 	}
 	s := &Sim{log: cfg.Logger, corrMax: cfg.CorrMax, model: cfg.Model, stopping: make(chan struct{})}
 	switch {
@@ -91,7 +95,7 @@ func New(cfg Config) (*Sim, error) {
 	default:
 		p, err := predictorFor(cfg.Model)
 		if err != nil {
-			return nil, err
+			return nil, config.Invalid("Model", cfg.Model, "%v", err)
 		}
 		s.pred = p
 		if s.model == "" {
@@ -99,7 +103,7 @@ func New(cfg Config) (*Sim, error) {
 		}
 	}
 	if s.pred == nil && cfg.CorrMax > 0 {
-		return nil, fmt.Errorf("corr-max %d needs a delay model, but the model is %s", cfg.CorrMax, ModelNone)
+		return nil, config.Invalid("CorrMax", cfg.CorrMax, "needs a delay model, but the model is %s", ModelNone)
 	}
 
 	switch {
@@ -110,7 +114,7 @@ func New(cfg Config) (*Sim, error) {
 	case cfg.MappingFile != "":
 		m, err := loadMappingFile(cfg.MappingFile)
 		if err != nil {
-			return nil, err
+			return nil, config.Invalid("MappingFile", cfg.MappingFile, "%v", err)
 		}
 		s.mapping = m
 	default:

@@ -340,11 +340,11 @@ func TestConfigErrors(t *testing.T) {
 		want string
 	}{
 		{"unknown model", Config{Model: "m0"}, `unknown model "m0"; use mascots2022 or none`},
-		{"negative corr-max", Config{CorrMax: -1}, "corr-max must not be negative"},
-		{"corr-max without a model", Config{Model: ModelNone, CorrMax: 2}, "corr-max 2 needs a delay model"},
+		{"negative corr-max", Config{CorrMax: -1}, "CorrMax -1: must not be negative"},
+		{"corr-max without a model", Config{Model: ModelNone, CorrMax: 2}, "CorrMax 2: needs a delay model"},
 		{"model and predictor", Config{Model: ModelNone, Predictor: PredictorFunc(Predict)}, "set one"},
 		{"mapping and mapping file", Config{Mapping: DefaultMapping(), MappingFile: "x.json"}, "set one"},
-		{"bad listen address", Config{Server: roles.Server{Listen: "127.0.0.1:99999"}}, "listening on 127.0.0.1:99999"},
+		{"bad listen address", Config{Server: roles.Server{Listen: "127.0.0.1:99999"}}, `Listen 127.0.0.1:99999: port "99999"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
