@@ -12,7 +12,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -359,7 +358,7 @@ func progressLine(elapsed time.Duration, st, last loadgen.Stats, interval time.D
 		elapsed.Round(100*time.Millisecond), st.Started, per(st.Started-last.Started), st.Acked, per(st.Acked-last.Acked),
 		st.Outstanding, st.Failures-last.Failures, st.GivenUp)
 	if lat.Count > 0 {
-		s += fmt.Sprintf(", latency p50 %s p99 %s", roundDur(lat.P50), roundDur(lat.P99))
+		s += fmt.Sprintf(", latency p50 %s p99 %s", ledger.RoundDuration(lat.P50), ledger.RoundDuration(lat.P99))
 	}
 	return s
 }
@@ -378,101 +377,16 @@ func printSummary(w io.Writer, f loadFlags, model string, load *loadgen.Load, vr
 		report.Lost, report.LostIDs = 0, nil
 		report.Name = load.Prefix() + " (not verified)"
 	}
-	lat := report.Latency
-	dur := func(d time.Duration) string {
-		if lat.Count == 0 {
-			return "-"
-		}
-		return roundDur(d)
+	run := ledger.Run{
+		Title:   fmt.Sprintf("%s, %s, %s", load.Prefix(), model, elapsed.Round(time.Millisecond)),
+		GivenUp: int(st.GivenUp),
+		Entries: load.Ledger().Entries(),
 	}
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "run\t%s, %s, %s\n", load.Prefix(), model, elapsed.Round(time.Millisecond))
-	fmt.Fprintf(tw, "sent\t%d\n", report.Sent)
-	fmt.Fprintf(tw, "acked\t%d\t%s\n", report.Acked, pct(report.Acked, report.Sent))
-	givenUp := fmt.Sprintf("given up\t%d", st.GivenUp)
-	if vr != nil && report.UnackedReceived > 0 {
-		givenUp += fmt.Sprintf("\t%d of them received by rast-sim all the same", report.UnackedReceived)
-	}
-	fmt.Fprintln(tw, givenUp)
-	fmt.Fprintf(tw, "attempts\t%d\t%d alarms retried\n", report.Attempts, report.Retried)
-	fmt.Fprintf(tw, "latency p50\t%s\n", dur(lat.P50))
-	fmt.Fprintf(tw, "latency p90\t%s\n", dur(lat.P90))
-	fmt.Fprintf(tw, "latency p99\t%s\n", dur(lat.P99))
-	fmt.Fprintf(tw, "latency max\t%s\n", dur(lat.Max))
-	fmt.Fprintf(tw, "throughput\t%s\n", throughput(load.Ledger().Entries()))
 	if vr != nil {
-		fmt.Fprintf(tw, "received\t%d\tdistinct ids at rast-sim, after %s (%s)\n", report.Received, vr.waited.Round(time.Millisecond), vr.why)
-		fmt.Fprintf(tw, "lost\t%d\n", report.Lost)
-		fmt.Fprintf(tw, "duplicated\t%d\t+%d copies\n", report.Duplicated, report.DuplicateCopies)
-		fmt.Fprintf(tw, "unknown\t%d\tids with this prefix the load did not send\n", report.Unknown)
-		if vr.others > 0 {
-			fmt.Fprintf(tw, "other ids\t%d\tat rast-sim from other runs or sources, not counted\n", vr.others)
-		}
-		if len(report.LostIDs) > 0 {
-			fmt.Fprintf(tw, "lost ids\t%s\n", samples(report.LostIDs, report.Lost))
-		}
-		if len(report.DuplicatedIDs) > 0 {
-			fmt.Fprintf(tw, "duplicated ids\t%s\n", samples(report.DuplicatedIDs, report.Duplicated))
-		}
+		run.Verified, run.Waited, run.Why, run.Others = true, vr.waited, vr.why, vr.others
 	}
-	if len(report.UnackedIDs) > 0 {
-		fmt.Fprintf(tw, "given-up ids\t%s\n", samples(report.UnackedIDs, report.Unacked-report.UnackedReceived))
-	}
-	tw.Flush()
+	ledger.WriteTable(w, report, run)
 	return report
-}
-
-// throughput is the acked alarms per second from the first send to the last acknowledgement.
-func throughput(entries []ledger.Entry) string {
-	var first, last time.Time
-	acked := 0
-	for _, e := range entries {
-		if first.IsZero() || e.SentAt.Before(first) {
-			first = e.SentAt
-		}
-		if e.Acked {
-			acked++
-			if e.AckedAt.After(last) {
-				last = e.AckedAt
-			}
-		}
-	}
-	span := last.Sub(first)
-	if acked == 0 || span <= 0 {
-		return "-"
-	}
-	return fmt.Sprintf("%.1f alarms/s acked\tover %s, first send to last ack", float64(acked)/span.Seconds(), span.Round(time.Millisecond))
-}
-
-func pct(n, of int) string {
-	if of == 0 {
-		return ""
-	}
-	return fmt.Sprintf("%.1f%%", 100*float64(n)/float64(of))
-}
-
-func samples(ids []string, total int) string {
-	s := strings.Join(ids, " ")
-	if total > len(ids) {
-		s += fmt.Sprintf(" … (%d more)", total-len(ids))
-	}
-	return s
-}
-
-// roundDur keeps about three significant digits.
-func roundDur(d time.Duration) string {
-	switch {
-	case d >= 10*time.Second:
-		return d.Round(10 * time.Millisecond).String()
-	case d >= time.Second:
-		return d.Round(time.Millisecond).String()
-	case d >= 10*time.Millisecond:
-		return d.Round(100 * time.Microsecond).String()
-	case d >= time.Millisecond:
-		return d.Round(10 * time.Microsecond).String()
-	default:
-		return d.Round(time.Microsecond).String()
-	}
 }
 
 // writeReport writes the report to out.json and out.csv with the ledger's writers.

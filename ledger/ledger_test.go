@@ -5,6 +5,7 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -167,5 +168,31 @@ func TestExport(t *testing.T) {
 	}
 	if len(rows) != 3 || rows[1][0] != "a" || rows[1][3] != "true" || rows[1][5] != "1.500" || rows[2][3] != "false" {
 		t.Errorf("entry rows %v", rows)
+	}
+}
+
+func TestWriteTable(t *testing.T) {
+	l := ledger.New()
+	for i, id := range []string{"a", "b", "c"} {
+		l.Sent(id)
+		l.Attempt(id)
+		if i < 2 {
+			l.Acked(id, time.Duration(i+1)*time.Millisecond)
+		}
+	}
+	r := l.Compare(map[string]int{"a": 1, "b": 2})
+	var b strings.Builder
+	run := ledger.Run{Title: "t, open model, 2s", GivenUp: 1, Verified: true, Waited: time.Second, Why: "every acked alarm arrived", Entries: l.Entries()}
+	if err := ledger.WriteTable(&b, r, run); err != nil {
+		t.Fatal(err)
+	}
+	// Columns are padded to the widest label, so match on words and spacing, not on widths.
+	for _, want := range []string{`(?m)^run\s+t, open model, 2s$`, `(?m)^acked\s+2\s+66\.7%$`, `(?m)^given up\s+1$`, `(?m)^duplicated\s+1\s+\+1 copies$`, `(?m)^lost\s+0$`, `(?m)^latency max\s+2ms$`, `(?m)^received\s+2\s+distinct ids at rast-sim, after 1s \(every acked alarm arrived\)$`, `(?m)^duplicated ids\s+b$`, `(?m)^given-up ids\s+c$`} {
+		if !regexp.MustCompile(want).MatchString(b.String()) {
+			t.Errorf("table lacks %s:\n%s", want, b.String())
+		}
+	}
+	if got := ledger.RoundDuration(1234567 * time.Microsecond); got != "1.235s" {
+		t.Errorf("RoundDuration = %s", got)
 	}
 }
