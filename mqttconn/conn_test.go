@@ -8,9 +8,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
-	"io"
-	"log/slog"
 	"math/big"
 	"net"
 	"os"
@@ -21,13 +20,12 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
-	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/lpsdev/lps/mqttconn"
 	"github.com/lpsdev/lps/mqttconn/mqtttest"
+	"github.com/lpsdev/lps/roles/mqttbroker"
 )
 
 // fast are Options that reconnect quickly, for tests that stop and start brokers.
@@ -194,44 +192,19 @@ func TestFailureReasonCodeIsAnError(t *testing.T) {
 	}
 }
 
-// noSubscribersAck answers every PUBLISH with reason code 0x10 (no matching subscribers), as
-// a broker does that will deliver it to nobody.
-type noSubscribersAck struct{ mqtt.HookBase }
-
-func (*noSubscribersAck) ID() string           { return "no-subscribers-ack" }
-func (*noSubscribersAck) Provides(b byte) bool { return b == mqtt.OnPacketEncode }
-func (*noSubscribersAck) OnPacketEncode(_ *mqtt.Client, pk packets.Packet) packets.Packet {
-	if (pk.FixedHeader.Type == packets.Pubrec || pk.FixedHeader.Type == packets.Puback) && pk.ReasonCode < 0x80 { // mochi's PUBACK carries 0x01, its "granted QoS 1"
-		// mochi writes a reason code below 0x80 only when properties follow it.
-		pk.ReasonCode, pk.Properties.ReasonString = mqttconn.ReasonNoMatchingSubscribers, "no matching subscribers"
-	}
-	return pk
-}
-
-// announceDelays adds the delayed-publish announcement to every CONNACK, as the embedded
-// broker does.
-type announceDelays struct{ mqtt.HookBase }
-
-func (*announceDelays) ID() string           { return "announce-delays" }
-func (*announceDelays) Provides(b byte) bool { return b == mqtt.OnPacketEncode }
-func (*announceDelays) OnPacketEncode(_ *mqtt.Client, pk packets.Packet) packets.Packet {
-	if pk.FixedHeader.Type == packets.Connack {
-		pk.Properties.User = append(pk.Properties.User, packets.UserProperty{Key: mqttconn.DelayedPublishProperty, Val: "$delayed"})
-	}
-	return pk
-}
-
+// TestDelayedPublishFollowsTheConnack: the shipped broker announces delayed publish in its
+// CONNACK; Mosquitto, like most brokers, does not.
 func TestDelayedPublishFollowsTheConnack(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
-		hooks []mqtt.Hook
+		start func(*testing.T) *mqtttest.Broker
 		want  bool
 	}{
-		{"announced", []mqtt.Hook{new(announceDelays)}, true},
-		{"not announced", nil, false},
+		{"announced", func(t *testing.T) *mqtttest.Broker { return mqtttest.StartEmbedded(t) }, true},
+		{"not announced", func(t *testing.T) *mqtttest.Broker { return mqtttest.StartMosquitto(t) }, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b := mqtttest.StartMochi(t, &mqtttest.MochiOptions{Hooks: tc.hooks})
+			b := tc.start(t)
 			c := newConn(t, mqttconn.Config{Broker: b.URL})
 			if c.DelayedPublish() {
 				t.Error("DelayedPublish before any connection")
@@ -246,18 +219,22 @@ func TestDelayedPublishFollowsTheConnack(t *testing.T) {
 }
 
 // paho answers a PUBREC below 0x80 with PUBREL itself and returns only the PUBCOMP's reason
-// code; Publish must still report the PUBREC's 0x10, at QoS 2 as at QoS 1.
+// code; Publish must still report the PUBREC's 0x10, at QoS 2 as at QoS 1. The shipped broker
+// answers 0x10 for a topic that no subscription and no declared queue takes.
 func TestNoMatchingSubscribersIsReportedAtEveryQoS(t *testing.T) {
 	for _, tc := range []struct {
-		name  string
-		hooks []mqtt.Hook
-		want  byte
+		name       string
+		subscribed bool
+		want       byte
 	}{
-		{"broker answers 0x10", []mqtt.Hook{new(noSubscribersAck)}, mqttconn.ReasonNoMatchingSubscribers},
-		{"broker answers success", nil, 0},
+		{"broker answers 0x10", false, mqttconn.ReasonNoMatchingSubscribers},
+		{"broker answers success", true, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b := mqtttest.StartMochi(t, &mqtttest.MochiOptions{Hooks: tc.hooks})
+			b := mqtttest.StartEmbedded(t)
+			if tc.subscribed {
+				mqtttest.Subscribe(t, b.URL, "some/topic")
+			}
 			c := newConn(t, mqttconn.Config{Broker: b.URL})
 			runConn(t, c)
 			awaitReady(t, c)
@@ -265,7 +242,7 @@ func TestNoMatchingSubscribersIsReportedAtEveryQoS(t *testing.T) {
 			defer cancel()
 			for _, qos := range []byte{1, 2} {
 				for i := range 3 { // packet ids are reused: a note must not outlive its publish
-					resp, err := c.Publish(ctx, &paho.Publish{Topic: "nobody/listens", QoS: qos, Payload: []byte{byte(i)}})
+					resp, err := c.Publish(ctx, &paho.Publish{Topic: "some/topic", QoS: qos, Payload: []byte{byte(i)}})
 					if err != nil {
 						t.Fatalf("QoS %d: %v", qos, err)
 					}
@@ -405,7 +382,7 @@ func receive(t *testing.T, ch <-chan paho.PublishReceived) paho.PublishReceived 
 }
 
 func TestSessionDir(t *testing.T) {
-	b := mqtttest.StartMochi(t, nil)
+	b := mqtttest.StartEmbedded(t)
 	dir := t.TempDir()
 	c := newConn(t, mqttconn.Config{Broker: b.URL, ClientID: "proxy/1", Options: mqttconn.Options{SessionDir: dir}})
 	runConn(t, c)
@@ -422,22 +399,24 @@ func TestSessionDir(t *testing.T) {
 	}
 }
 
+// TestTLS connects over TLS to the shipped broker serving the certificate `lps broker
+// --tls-cert --tls-key` would read.
 func TestTLS(t *testing.T) {
 	cert, pool := selfSigned(t)
-	srv := mqtt.New(&mqtt.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err := srv.AddHook(new(mqtttest.AllowHook), nil); err != nil {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	key, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	if err != nil {
 		t.Fatal(err)
 	}
-	ln := listeners.NewTCP(listeners.Config{ID: "tls", Address: "127.0.0.1:0",
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}})
-	if err := srv.AddListener(ln); err != nil {
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := srv.Serve(); err != nil {
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: key}), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { srv.Close() })
-	_, port, _ := net.SplitHostPort(ln.Address())
+	b := mqtttest.StartEmbeddedWith(t, func(c *mqttbroker.Config) { c.TLSCertFile, c.TLSKeyFile = certFile, keyFile })
+	_, port, _ := net.SplitHostPort(b.Addr)
 
 	opts := fast
 	opts.TLSConfig = &tls.Config{RootCAs: pool}

@@ -15,6 +15,13 @@ import (
 // killed); Start runs it again on the same address and data.
 func StartEmbedded(t testing.TB) *Broker {
 	t.Helper()
+	return StartEmbeddedWith(t, nil)
+}
+
+// StartEmbeddedWith is StartEmbedded with tweak applied to the role's config (for instance its
+// TLS certificate) before every start; nil changes nothing.
+func StartEmbeddedWith(t testing.TB, tweak func(*mqttbroker.Config)) *Broker {
+	t.Helper()
 	dir := t.TempDir()
 	b := &Broker{Name: "embedded", t: t, Addr: "127.0.0.1:0"}
 	var cancel context.CancelFunc
@@ -22,11 +29,15 @@ func StartEmbedded(t testing.TB) *Broker {
 	var running *mqttbroker.Broker
 	b.depth = func() int { return running.Stats().QueueDepth }
 	b.start = func() error {
-		mb, err := mqttbroker.New(mqttbroker.Config{
+		cfg := mqttbroker.Config{
 			Admin:   roles.Server{Listen: "127.0.0.1:0", ServiceName: "broker"},
 			Listen:  b.Addr,
 			DataDir: dir,
-		})
+		}
+		if tweak != nil {
+			tweak(&cfg)
+		}
+		mb, err := mqttbroker.New(cfg)
 		if err != nil {
 			return err
 		}

@@ -121,13 +121,13 @@ func (h *traceHook) OnPacketSent(cl *mqtt.Client, pk packets.Packet, _ []byte) {
 //   - Inflight.NextImmediate takes the inflight read lock and calls GetAll, which takes it
 //     again: with a writer waiting in between (a concurrent publish), the client deadlocks.
 //
-// With the send quota at 0 mochi writes every message at once. The mochi variants of the
-// bridges' tests therefore cover delivery, acknowledgement and redelivery, not flow control;
-// the Mosquitto variants cover flow control. mochi has a third such bug no hook can repair:
-// a client's inbound and outbound QoS flows share one inflight map keyed by packet id, so a
-// client that publishes while a message is in flight to it makes mochi delete that message
-// when the ids coincide (processPublish); mqtt2http's republishing paths are tested against
-// Mosquitto only. The product's own broker (package broker) replaces mochi's delivery path.
+// With the send quota at 0 mochi writes every message at once, so a test on raw mochi covers
+// no flow control. mochi has a third such bug no hook can repair: a client's inbound and
+// outbound QoS flows share one inflight map keyed by packet id, so a client that publishes
+// while a message is in flight to it makes mochi delete that message when the ids coincide
+// (processPublish). The product's own broker (package broker) replaces mochi's delivery path;
+// that is why the bridges' tests run against it and Mosquitto (Each), and raw mochi only
+// serves the tests that need a hook.
 type ignoreReceiveMaximum struct {
 	mqtt.HookBase
 }

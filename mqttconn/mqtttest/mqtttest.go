@@ -1,7 +1,8 @@
-// Package mqtttest gives the bridges' tests their brokers and observers: an in-process mochi
-// server and a Mosquitto process on free loopback ports, both restartable on the same address,
-// and a plain autopaho subscriber and publisher that see the broker the way any other client
-// does. Nothing here is used outside tests.
+// Package mqtttest gives the bridges' tests their brokers and observers: the broker the LPS
+// ships (StartEmbedded), a Mosquitto process (StartMosquitto) and a raw mochi server whose hooks
+// make a broker misbehave (StartMochi), each on a free loopback port and restartable on the same
+// address, and a plain autopaho subscriber and publisher that see the broker the way any other
+// client does. Nothing here is used outside tests.
 package mqtttest
 
 import (
@@ -29,7 +30,7 @@ import (
 
 // Broker is a broker started by a test. It stops when the test ends.
 type Broker struct {
-	// Name is "mochi" or "mosquitto".
+	// Name is "embedded", "mosquitto" or "mochi".
 	Name string
 	// URL is the broker URL to give a bridge: mqtt://127.0.0.1:<port>.
 	URL string
@@ -97,9 +98,10 @@ type MochiOptions struct {
 	NoAllow bool
 }
 
-// StartMochi starts an in-process mochi server on 127.0.0.1 with a free port. It ignores the
-// clients' receive maximum, whose handling in mochi v2.7.9 loses and deadlocks deliveries (see
-// ignoreReceiveMaximum).
+// StartMochi starts an in-process mochi server on 127.0.0.1 with a free port, for the tests
+// whose hooks make the broker misbehave (PacketGate, DenyPublish): it is not the broker the LPS
+// ships, which Each and StartEmbedded give. It ignores the clients' receive maximum, whose
+// handling in mochi v2.7.9 loses and deadlocks deliveries (see ignoreReceiveMaximum).
 func StartMochi(t testing.TB, opts *MochiOptions) *Broker {
 	t.Helper()
 	if opts == nil {
@@ -171,13 +173,17 @@ func (h *AllowHook) OnACLCheck(*mqtt.Client, string, bool) bool { return true }
 const MosquittoBinary = "/usr/sbin/mosquitto"
 
 // StartMosquitto starts a Mosquitto process on 127.0.0.1 with a free port and persistence in a
-// temporary directory, or skips the test when Mosquitto is not installed.
+// temporary directory. Without Mosquitto installed the test is skipped, unless
+// LPS_REQUIRE_MOSQUITTO=1 (CI sets it), which fails it: there a skip would hide a whole test.
 func StartMosquitto(t testing.TB) *Broker {
 	t.Helper()
 	bin := MosquittoBinary
 	if _, err := os.Stat(bin); err != nil {
 		p, lerr := exec.LookPath("mosquitto")
 		if lerr != nil {
+			if os.Getenv("LPS_REQUIRE_MOSQUITTO") == "1" {
+				t.Fatalf("no mosquitto binary at %s or in PATH, and LPS_REQUIRE_MOSQUITTO=1", MosquittoBinary)
+			}
 			t.Skipf("skipping the Mosquitto variant: no mosquitto binary at %s or in PATH", MosquittoBinary)
 		}
 		bin = p
@@ -287,10 +293,11 @@ func freeAddr(t testing.TB) string {
 	return addr
 }
 
-// Each returns the brokers a test should run against: mochi always, Mosquitto when installed.
-// It calls f in a subtest per broker.
+// Each runs f in a subtest per broker a bridge test runs against: the broker the LPS ships
+// (StartEmbedded, as `lps broker` runs it) and Mosquitto (StartMosquitto: skipped when it is not
+// installed, failed then under LPS_REQUIRE_MOSQUITTO=1). start starts the subtest's broker.
 func Each(t *testing.T, f func(t *testing.T, start func(t *testing.T) *Broker)) {
-	t.Run("mochi", func(t *testing.T) { f(t, func(t *testing.T) *Broker { return StartMochi(t, nil) }) })
+	t.Run("embedded", func(t *testing.T) { f(t, func(t *testing.T) *Broker { return StartEmbedded(t) }) })
 	t.Run("mosquitto", func(t *testing.T) { f(t, func(t *testing.T) *Broker { return StartMosquitto(t) }) })
 }
 

@@ -17,10 +17,10 @@ const badBodyLimit = 1024
 // TestBadInput does not (that one covers another path, GET, text/plain, a declared oversized
 // body, an empty body, a truncated body, a missing body field, a wrong id type and non-UTF-8):
 // each gets its status and JSON reason, none is published, and the bridge still publishes a
-// valid alarm afterwards, also while a slow client holds a connection. The broker is mochi
-// only: nothing of this reaches a broker, so which one does not matter.
+// valid alarm afterwards, also while a slow client holds a connection. The broker is the
+// shipped one only: nothing of this reaches a broker, so which one does not matter.
 func TestBadInputIsRejectedAndNotPublished(t *testing.T) {
-	broker := mqtttest.StartMochi(t, nil)
+	broker := mqtttest.StartEmbedded(t)
 	obs := mqtttest.Subscribe(t, broker.URL, "proxy1/message")
 	b := startBridge(t, broker.URL, func(c *http2mqtt.Config) {
 		c.MaxBodyBytes = badBodyLimit

@@ -33,7 +33,7 @@ func FuzzAlarmRequest(f *testing.F) {
 	} {
 		f.Add([]byte(seed))
 	}
-	broker := mqtttest.StartMochi(f, nil)
+	broker := mqtttest.StartEmbedded(f)
 	obs := mqtttest.Subscribe(f, broker.URL, "proxy1/message")
 	reg := prometheus.NewRegistry()
 	b, err := http2mqtt.New(http2mqtt.Config{

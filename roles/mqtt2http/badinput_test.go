@@ -9,29 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lpsdev/lps/internal/testutil"
 	"github.com/lpsdev/lps/internal/testutil/badinput"
 	"github.com/lpsdev/lps/mqttconn/mqtttest"
-	"github.com/lpsdev/lps/roles"
 	"github.com/lpsdev/lps/roles/mqtt2http"
-	"github.com/lpsdev/lps/roles/mqttbroker"
 )
-
-// deadLettering runs f against Mosquitto and against the product's embedded broker (the one
-// `lps up` and `lps broker` run), not plain mochi: mqtt2http publishes dead letters while
-// messages are in flight to it, which plain mochi v2.7.9 mishandles (see republishing).
-func deadLettering(t *testing.T, f func(t *testing.T, brokerURL string)) {
-	t.Run("mosquitto", func(t *testing.T) { f(t, mqtttest.StartMosquitto(t).URL) })
-	t.Run("embedded", func(t *testing.T) {
-		ln := testutil.Listen(t)
-		b, err := mqttbroker.New(mqttbroker.Config{Listener: ln, Admin: roles.Server{Listener: testutil.Listen(t)}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		testutil.Run(t, b)
-		f(t, "mqtt://"+ln.Addr().String())
-	})
-}
 
 // TestBadPayloadsAreDeadLettered sends mqtt2http the bad payloads of issue 4 that
 // TestPoisonGoesToDeadLetter does not (that one covers a truncated payload, plain text, a
@@ -60,7 +41,8 @@ func TestBadPayloadsAreDeadLettered(t *testing.T) {
 		{"empty: whitespace only", " \n", "payload is not a valid alarm: truncated JSON", "utf-8"},
 		{"oversized valid alarm", big, fmt.Sprintf("payload of %d bytes exceeds the limit of %d bytes", len(big), limit), "utf-8"},
 	}
-	deadLettering(t, func(t *testing.T, brokerURL string) {
+	mqtttest.Each(t, func(t *testing.T, start func(*testing.T) *mqtttest.Broker) {
+		brokerURL := start(t).URL
 		dead := mqtttest.Subscribe(t, brokerURL, mqtt2http.DefaultDeadLetterTopic)
 		up := startUpstream(t)
 		b := startBridge(t, brokerURL, up.URL, "consumer-1", func(c *mqtt2http.Config) { c.MaxPayloadBytes = limit })

@@ -18,7 +18,8 @@ import (
 // alarm was held in its worker for the backoff, and MQTT's in-order acknowledgement made every
 // later alarm's acknowledgement wait the hour with it.
 func TestFailingAlarmHoldsNothing(t *testing.T) {
-	republishing(t, func(t *testing.T, broker *mqtttest.Broker) {
+	mqtttest.Each(t, func(t *testing.T, start func(*testing.T) *mqtttest.Broker) {
+		broker := start(t)
 		up := startUpstream(t)
 		up.setStatus(func(id string, n int) int {
 			if id == "r-bad" {
@@ -78,7 +79,8 @@ func TestFailingAlarmHoldsNothing(t *testing.T) {
 // on every try: it is retried at the backoff's pace (its own retries never hold the window),
 // and the rest flow at full rate. The rate is logged for the record, not asserted.
 func TestForwardRateWhileOneAlarmKeepsFailing(t *testing.T) {
-	republishing(t, func(t *testing.T, broker *mqtttest.Broker) {
+	mqtttest.Each(t, func(t *testing.T, start func(*testing.T) *mqtttest.Broker) {
+		broker := start(t)
 		up := startUpstream(t)
 		up.setStatus(func(id string, n int) int {
 			if id == "r-bad" {
@@ -92,12 +94,12 @@ func TestForwardRateWhileOneAlarmKeepsFailing(t *testing.T) {
 		pub := mqtttest.NewPublisher(t, broker.URL)
 		pub.Publish(t, "proxy1/message", alarmJSON("bad", "x", "r-bad"), nil)
 		const healthy = 3000
-		start := time.Now()
+		began := time.Now()
 		for i := range healthy {
 			pub.Publish(t, "proxy1/message", alarmJSON(strconv.Itoa(i), "x", fmt.Sprintf("r-%04d", i)), nil)
 		}
 		up.waitFor(t, 60*time.Second, "every healthy alarm", func(u *upstream) bool { return len(u.ok) == healthy })
-		took := time.Since(start)
+		took := time.Since(began)
 		up.mu.Lock()
 		badTries := up.seen["r-bad"]
 		up.mu.Unlock()
@@ -113,7 +115,8 @@ func TestForwardRateWhileOneAlarmKeepsFailing(t *testing.T) {
 // alarms after a few failures and probes with one at a time; the backlog waits in the broker
 // instead of cycling through the retry topic, and is delivered once the upstream is back.
 func TestOutageIsWaitedOut(t *testing.T) {
-	republishing(t, func(t *testing.T, broker *mqtttest.Broker) {
+	mqtttest.Each(t, func(t *testing.T, start func(*testing.T) *mqtttest.Broker) {
+		broker := start(t)
 		up := downUpstream(t)
 		b := startBridge(t, broker.URL, up.URL, "consumer-1", func(c *mqtt2http.Config) {
 			c.MaxInflight, c.RetryBase, c.RetryMax = 2, 20*time.Millisecond, 100*time.Millisecond
@@ -162,7 +165,8 @@ func TestOutageIsWaitedOut(t *testing.T) {
 // others were forwarded after it. Every forwarded alarm is acknowledged before the connection
 // closes — none is delivered again after the restart — and the pending one arrives once.
 func TestStopWhileRetryPending(t *testing.T) {
-	republishing(t, func(t *testing.T, broker *mqtttest.Broker) {
+	mqtttest.Each(t, func(t *testing.T, start func(*testing.T) *mqtttest.Broker) {
+		broker := start(t)
 		up := startUpstream(t)
 		up.setStatus(func(id string, n int) int {
 			if id == "r-bad" && n == 1 {
@@ -214,7 +218,8 @@ func TestStopWhileRetryPending(t *testing.T) {
 // is delivered, here after 30 failures (the old default gave up after 20), and nothing is
 // dead-lettered.
 func TestRetriesNeverEndByDefault(t *testing.T) {
-	republishing(t, func(t *testing.T, broker *mqtttest.Broker) {
+	mqtttest.Each(t, func(t *testing.T, start func(*testing.T) *mqtttest.Broker) {
+		broker := start(t)
 		up := startUpstream(t)
 		up.setStatus(func(id string, n int) int {
 			if n <= 30 {
