@@ -349,6 +349,9 @@ func runScenario(t *testing.T, broker faults.BrokerKind, s faults.Scenario, runC
 	}
 	c, err := faults.StartCluster(ctx, cfg)
 	if errors.Is(err, faults.ErrNoMosquitto) {
+		if os.Getenv("LPS_REQUIRE_MOSQUITTO") == "1" {
+			t.Fatal(err)
+		}
 		t.Skip(err)
 	}
 	if errors.Is(err, faults.ErrNoRedis) {
