@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"fmt"
 	"math/big"
 	"net"
 	"runtime"
@@ -19,6 +20,8 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	mpackets "github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/lpsdev/lps/internal/testutil"
 )
 
 func TestAuthentication(t *testing.T) {
@@ -99,7 +102,12 @@ func TestTLS(t *testing.T) {
 	subscribe(t, sub, "secure/#")
 	pub := mustDial(t, b.Addr().String(), clientOpts{id: "pub", clean: true, tls: clientTLS, user: "lps", pass: "s3cret"})
 	publish(t, pub, "secure/x", []string{"over tls"}, 1)
-	eventually(t, testTimeout, func() bool { return got.distinct() == 1 }, "message over TLS")
+	testutil.Eventually(t, testTimeout, func() error {
+		if got.distinct() != 1 {
+			return errors.New("waiting for message over TLS")
+		}
+		return nil
+	})
 
 	if _, _, err := dial(t, b.Addr().String(), clientOpts{id: "plain", clean: true, user: "lps", pass: "s3cret"}); err == nil {
 		t.Errorf("plain TCP client connected to the TLS listener")
@@ -132,14 +140,24 @@ func TestLifecycle(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- b.Run(ctx) }()
-	eventually(t, testTimeout, b.Ready, "ready")
+	testutil.Eventually(t, testTimeout, func() error {
+		if !b.Ready() {
+			return errors.New("waiting for ready")
+		}
+		return nil
+	})
 
 	col := newCollector()
 	c := mustDial(t, b.Addr().String(), consumer("c", 1, col, 0))
 	subscribe(t, c, "t/#")
 	pub := mustDial(t, b.Addr().String(), clientOpts{id: "p", clean: true})
 	publish(t, pub, "t/1", payloads("p", 3), 1)
-	eventually(t, testTimeout, func() bool { return col.distinct() == 3 && b.QueueDepth() == 0 }, "delivery")
+	testutil.Eventually(t, testTimeout, func() error {
+		if !(col.distinct() == 3 && b.QueueDepth() == 0) {
+			return errors.New("waiting for delivery")
+		}
+		return nil
+	})
 	if st := b.Stats(); st.ClientsConnected != 2 || st.Sessions != 2 {
 		t.Errorf("Stats = %+v, want 2 clients connected, 2 sessions", st)
 	}
@@ -165,8 +183,12 @@ func TestLifecycle(t *testing.T) {
 	if err := b.Run(context.Background()); !errors.Is(err, ErrRunTwice) {
 		t.Errorf("second Run = %v, want ErrRunTwice", err)
 	}
-	eventually(t, 10*time.Second, func() bool { return runtime.NumGoroutine() <= before },
-		"goroutines back to %d (now %d)", before, runtime.NumGoroutine())
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if runtime.NumGoroutine() > before {
+			return fmt.Errorf("waiting for goroutines back to %d (now %d)", before, runtime.NumGoroutine())
+		}
+		return nil
+	})
 }
 
 // TestCloseWithoutRun releases the listener and the data dir of a broker
@@ -258,7 +280,12 @@ func TestMetrics(t *testing.T) {
 	subscribe(t, c, sharedFilter)
 	pub := mustDial(t, b.Addr().String(), clientOpts{id: "p", clean: true})
 	publish(t, pub, "p/message", payloads("p", 5), 1)
-	eventually(t, testTimeout, func() bool { return col.distinct() == 5 && b.QueueDepth() == 0 }, "delivery")
+	testutil.Eventually(t, testTimeout, func() error {
+		if !(col.distinct() == 5 && b.QueueDepth() == 0) {
+			return errors.New("waiting for delivery")
+		}
+		return nil
+	})
 
 	for name, want := range map[string]float64{
 		"lps_broker_clients_connected":           2,

@@ -1,14 +1,17 @@
 package broker
 
 import (
+	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/mochi-mqtt/server/v2/packets"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/lpsdev/lps/internal/testutil"
 	"github.com/lpsdev/lps/mqttconn"
 )
 
@@ -53,11 +56,21 @@ func TestDelayedPublish(t *testing.T) {
 	if st := b.Stats(); st.Delayed != 1 || b.QueueDepth() != 1 {
 		t.Fatalf("after the publish: stats %+v, QueueDepth %d; want 1 delayed, depth 1", st, b.QueueDepth())
 	}
-	eventually(t, 10*time.Second, func() bool { return len(got.get("a/b later")) > 0 }, "the delayed message")
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if len(got.get("a/b later")) <= 0 {
+			return errors.New("waiting for the delayed message")
+		}
+		return nil
+	})
 	if waited := got.get("a/b later")[0].Sub(start); waited < 1900*time.Millisecond {
 		t.Errorf("delivered %s after the publish, want about 2s", waited)
 	}
-	eventually(t, testTimeout, func() bool { return b.QueueDepth() == 0 && b.Stats().Delayed == 0 }, "drained")
+	testutil.Eventually(t, testTimeout, func() error {
+		if !(b.QueueDepth() == 0 && b.Stats().Delayed == 0) {
+			return errors.New("waiting for drained")
+		}
+		return nil
+	})
 }
 
 // TestDelayedPublishSurvivesRestart: a delayed message survives a graceful
@@ -108,15 +121,24 @@ func TestDelayedPublishSurvivesRestart(t *testing.T) {
 				t.Fatalf("after the restart: stats %+v, depth %d; want 1 delayed", st, b.QueueDepth())
 			}
 			mustDial(t, b.Addr().String(), opts)
-			eventually(t, 10*time.Second, func() bool { return col.distinct() == 1 && b.QueueDepth() == 0 },
-				"the delayed message after the restart")
+			testutil.Eventually(t, 10*time.Second, func() error {
+				if !(col.distinct() == 1 && b.QueueDepth() == 0) {
+					return errors.New("waiting for the delayed message after the restart")
+				}
+				return nil
+			})
 			if waited := got.get("retry")[0].Sub(start); waited < 2900*time.Millisecond {
 				t.Errorf("delivered %s after the publish, want about 3s", waited)
 			}
 			// Delivered once: a second copy would be queued or in flight by now,
 			// or arrive with the next message of the subscription.
 			publish(t, mustDial(t, b.Addr().String(), clientOpts{id: "pub2", clean: true}), "a/b", []string{"marker"}, 1)
-			eventually(t, testTimeout, func() bool { return col.distinct() == 2 }, "the marker")
+			testutil.Eventually(t, testTimeout, func() error {
+				if col.distinct() != 2 {
+					return errors.New("waiting for the marker")
+				}
+				return nil
+			})
 			if d := col.duplicates(); d != 0 {
 				t.Errorf("%d duplicates, want 0", d)
 			}
@@ -165,17 +187,22 @@ func TestDelayedPublishRefusals(t *testing.T) {
 					}
 				}
 			}
-			before := testutil.ToFloat64(b.met.dropped.WithLabelValues("delayed_invalid"))
+			before := promtest.ToFloat64(b.met.dropped.WithLabelValues("delayed_invalid"))
 			pub.publish(tt.topic, 0, false, "x")
 			pub.ping()
-			dropped := testutil.ToFloat64(b.met.dropped.WithLabelValues("delayed_invalid")) - before
+			dropped := promtest.ToFloat64(b.met.dropped.WithLabelValues("delayed_invalid")) - before
 			if want := map[bool]float64{true: 1}[tt.want == 0x90]; dropped != want {
 				t.Errorf("QoS 0: dropped{delayed_invalid} grew by %v, want %v", dropped, want)
 			}
 		})
 	}
 	// The three publishes to $delayed/4294967/a/b wait for 49 days.
-	eventually(t, testTimeout, func() bool { return b.Stats().Delayed == 3 }, "3 delayed (stats %+v)", b.Stats())
+	testutil.Eventually(t, testTimeout, func() error {
+		if b.Stats().Delayed != 3 {
+			return fmt.Errorf("waiting for 3 delayed (stats %+v)", b.Stats())
+		}
+		return nil
+	})
 }
 
 // TestDelayedPublishNobodyAtDueTime: a delayed message whose topic lost its
@@ -191,9 +218,12 @@ func TestDelayedPublishNobodyAtDueTime(t *testing.T) {
 		t.Fatalf("PUBACK %#x, want 0", ack.ReasonCode)
 	}
 	disconnect(sub)
-	eventually(t, 10*time.Second, func() bool {
-		return testutil.ToFloat64(b.met.dropped.WithLabelValues("delayed_no_subscribers")) == 1 && b.QueueDepth() == 0
-	}, "the delayed message dropped at its due time (stats %+v)", b.Stats())
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if !(promtest.ToFloat64(b.met.dropped.WithLabelValues("delayed_no_subscribers")) == 1 && b.QueueDepth() == 0) {
+			return fmt.Errorf("waiting for the delayed message dropped at its due time (stats %+v)", b.Stats())
+		}
+		return nil
+	})
 }
 
 // TestConnackAnnouncesDelayedPublish: the CONNACK tells clients (mqttconn's

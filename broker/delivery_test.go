@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -11,9 +12,11 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/lpsdev/lps/internal/testutil"
 )
 
 // TestSharedSubscriptionRoundRobin: three consumers of one shared group,
@@ -49,8 +52,18 @@ func TestSharedSubscriptionRoundRobin(t *testing.T) {
 				}
 				return sum
 			}
-			eventually(t, testTimeout, func() bool { return total() == n }, "all %d messages consumed (have %d)", n, total())
-			eventually(t, testTimeout, func() bool { return b.QueueDepth() == 0 }, "broker drained")
+			testutil.Eventually(t, testTimeout, func() error {
+				if total() != n {
+					return fmt.Errorf("waiting for all %d messages consumed (have %d)", n, total())
+				}
+				return nil
+			})
+			testutil.Eventually(t, testTimeout, func() error {
+				if b.QueueDepth() != 0 {
+					return errors.New("waiting for broker drained")
+				}
+				return nil
+			})
 
 			counts := make([]string, consumers)
 			for i, c := range cols {
@@ -62,7 +75,7 @@ func TestSharedSubscriptionRoundRobin(t *testing.T) {
 				if lo, hi := n/consumers*95/100, n/consumers*105/100; got < lo || got > hi {
 					t.Errorf("consumer %d got %d messages, want %d..%d", i+1, got, lo, hi)
 				}
-				delivered := testutil.ToFloat64(b.met.sharedDeliveries.WithLabelValues(sharedFilter, fmt.Sprintf("legacy-proxy-2-%d", i+1)))
+				delivered := promtest.ToFloat64(b.met.sharedDeliveries.WithLabelValues(sharedFilter, fmt.Sprintf("legacy-proxy-2-%d", i+1)))
 				if int(delivered) != got {
 					t.Errorf("lps_broker_shared_deliveries_total for consumer %d = %v, want %d", i+1, delivered, got)
 				}
@@ -104,15 +117,27 @@ func TestFullWindowQueuesInOrder(t *testing.T) {
 			want = append(want, p)
 		}
 	}
-	eventually(t, testTimeout, func() bool {
+	testutil.Eventually(t, testTimeout, func() error {
 		st := b.Stats()
-		return st.Queued == 2*perPublisher-1 && st.Inflight == 1
-	}, "burst queued behind the full window (stats %+v)", b.Stats())
+		if !(st.Queued == 2*perPublisher-1 && st.Inflight == 1) {
+			return fmt.Errorf("waiting for burst queued behind the full window (stats %+v)", b.Stats())
+		}
+		return nil
+	})
 	close(gate)
 
-	eventually(t, testTimeout, func() bool { return col.distinct() == 2*perPublisher },
-		"all messages (have %d, missing e.g. %v)", col.distinct(), col.missing(want))
-	eventually(t, testTimeout, func() bool { return b.QueueDepth() == 0 }, "queue drained")
+	testutil.Eventually(t, testTimeout, func() error {
+		if col.distinct() != 2*perPublisher {
+			return fmt.Errorf("waiting for all messages (have %d, missing e.g. %v)", col.distinct(), col.missing(want))
+		}
+		return nil
+	})
+	testutil.Eventually(t, testTimeout, func() error {
+		if b.QueueDepth() != 0 {
+			return errors.New("waiting for queue drained")
+		}
+		return nil
+	})
 	last := map[string]int{}
 	for _, p := range col.arrivals() {
 		name, seq, _ := strings.Cut(p, "-")
@@ -125,7 +150,7 @@ func TestFullWindowQueuesInOrder(t *testing.T) {
 	if d := col.duplicates(); d != 0 {
 		t.Errorf("%d duplicates", d)
 	}
-	if got := testutil.CollectAndCount(b.met.dropped); got != 0 {
+	if got := promtest.CollectAndCount(b.met.dropped); got != 0 {
 		t.Errorf("dropped counters present (%d), want none", got)
 	}
 }
@@ -144,7 +169,12 @@ func TestMaxQueuedRefusesPublish(t *testing.T) {
 			c := mustDial(t, b.Addr().String(), opts)
 			subscribe(t, c, filter)
 			disconnect(c)
-			eventually(t, testTimeout, func() bool { return b.Stats().ClientsConnected == 0 }, "consumer gone")
+			testutil.Eventually(t, testTimeout, func() error {
+				if b.Stats().ClientsConnected != 0 {
+					return errors.New("waiting for consumer gone")
+				}
+				return nil
+			})
 
 			pub := mustDial(t, b.Addr().String(), clientOpts{id: "pub", clean: true})
 			ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
@@ -169,13 +199,17 @@ func TestMaxQueuedRefusesPublish(t *testing.T) {
 			if got := logs.FilterMessage("refusing publish: subscriber queue full").Len(); got != n-maxQueued {
 				t.Errorf("%d error log lines about the full queue, want %d", got, n-maxQueued)
 			}
-			if got := testutil.ToFloat64(b.met.refused.WithLabelValues("queue_full")); got != n-maxQueued {
+			if got := promtest.ToFloat64(b.met.refused.WithLabelValues("queue_full")); got != n-maxQueued {
 				t.Errorf("lps_broker_publishes_refused_total{reason=queue_full} = %v, want %d", got, n-maxQueued)
 			}
 
 			mustDial(t, b.Addr().String(), opts)
-			eventually(t, testTimeout, func() bool { return col.distinct() == maxQueued && b.QueueDepth() == 0 },
-				"the %d accepted messages delivered (have %d)", maxQueued, col.distinct())
+			testutil.Eventually(t, testTimeout, func() error {
+				if !(col.distinct() == maxQueued && b.QueueDepth() == 0) {
+					return fmt.Errorf("waiting for the %d accepted messages delivered (have %d)", maxQueued, col.distinct())
+				}
+				return nil
+			})
 		})
 	}
 }
@@ -211,12 +245,21 @@ func TestConsumerThatRepublishes(t *testing.T) {
 	pub := mustDial(t, b.Addr().String(), clientOpts{id: "proxy1-1", clean: true})
 	want := payloads("proxy1-1", n)
 	publish(t, pub, "proxy1-1/message", want, 4)
-	eventually(t, testTimeout, func() bool { return retries.distinct() == n || len(errs) > 0 },
-		"all messages republished and consumed (have %d, missing e.g. %v)", retries.distinct(), retries.missing(want))
+	testutil.Eventually(t, testTimeout, func() error {
+		if !(retries.distinct() == n || len(errs) > 0) {
+			return fmt.Errorf("waiting for all messages republished and consumed (have %d, missing e.g. %v)", retries.distinct(), retries.missing(want))
+		}
+		return nil
+	})
 	if len(errs) > 0 {
 		t.Fatalf("republishing: %v", <-errs)
 	}
-	eventually(t, testTimeout, func() bool { return b.QueueDepth() == 0 && b.Stats().Releasing == 0 }, "broker drained")
+	testutil.Eventually(t, testTimeout, func() error {
+		if !(b.QueueDepth() == 0 && b.Stats().Releasing == 0) {
+			return errors.New("waiting for broker drained")
+		}
+		return nil
+	})
 }
 
 // TestWillMessage: a client that drops its connection has its will
@@ -242,7 +285,12 @@ func TestWillMessage(t *testing.T) {
 			disconnect(c)
 		}
 	}
-	eventually(t, testTimeout, func() bool { return got.distinct() == 1 }, "one will message")
+	testutil.Eventually(t, testTimeout, func() error {
+		if got.distinct() != 1 {
+			return errors.New("waiting for one will message")
+		}
+		return nil
+	})
 	if a := got.arrivals(); a[0] != "wills/dies-true=gone qos=1" {
 		t.Errorf("will = %q", a[0])
 	}

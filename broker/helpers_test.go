@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"sort"
@@ -13,24 +14,12 @@ import (
 	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/eclipse/paho.golang/paho/session/state"
+
+	"github.com/lpsdev/lps/internal/testutil"
 )
 
 // testTimeout bounds every wait of a test.
 const testTimeout = 60 * time.Second
-
-// eventually polls cond until it holds, failing the test after timeout.
-func eventually(t testing.TB, timeout time.Duration, cond func() bool, format string, args ...any) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for: %s", timeout, fmt.Sprintf(format, args...))
-		}
-		<-tick.C
-	}
-}
 
 // runningBroker is a broker started by startBroker.
 type runningBroker struct {
@@ -68,7 +57,12 @@ func startBroker(t testing.TB, cfg Config) *runningBroker {
 		})
 	}
 	t.Cleanup(rb.stop)
-	eventually(t, testTimeout, b.Ready, "broker ready")
+	testutil.Eventually(t, testTimeout, func() error {
+		if !b.Ready() {
+			return errors.New("waiting for broker ready")
+		}
+		return nil
+	})
 	return rb
 }
 

@@ -3,6 +3,7 @@ package broker
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,6 +12,8 @@ import (
 	"testing"
 
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/lpsdev/lps/internal/testutil"
 )
 
 const (
@@ -81,7 +84,12 @@ func TestBacklogSurvivesDisconnectAndRestart(t *testing.T) {
 			c := mustDial(t, b.Addr().String(), opts)
 			subscribe(t, c, tt.filter)
 			disconnect(c)
-			eventually(t, testTimeout, func() bool { return b.Stats().ClientsConnected == 0 }, "consumer disconnected")
+			testutil.Eventually(t, testTimeout, func() error {
+				if b.Stats().ClientsConnected != 0 {
+					return errors.New("waiting for consumer disconnected")
+				}
+				return nil
+			})
 
 			pub := mustDial(t, b.Addr().String(), clientOpts{id: "proxy1-1", expiry: 3600})
 			want := payloads("proxy1-1", n)
@@ -112,12 +120,19 @@ func TestBacklogSurvivesDisconnectAndRestart(t *testing.T) {
 				t.Errorf("CONNACK session present = false, want true")
 			}
 			_ = c
-			eventually(t, testTimeout, func() bool { return col.distinct() == n },
-				"consumer to get %d messages (has %d, missing e.g. %v)", n, col.distinct(), col.missing(want))
-			eventually(t, testTimeout, func() bool {
+			testutil.Eventually(t, testTimeout, func() error {
+				if col.distinct() != n {
+					return fmt.Errorf("waiting for consumer to get %d messages (has %d, missing e.g. %v)", n, col.distinct(), col.missing(want))
+				}
+				return nil
+			})
+			testutil.Eventually(t, testTimeout, func() error {
 				st := b.Stats()
-				return b.QueueDepth() == 0 && st.Releasing == 0
-			}, "broker drained (stats %+v)", b.Stats())
+				if !(b.QueueDepth() == 0 && st.Releasing == 0) {
+					return fmt.Errorf("waiting for broker drained (stats %+v)", b.Stats())
+				}
+				return nil
+			})
 			if d := col.duplicates(); d != 0 {
 				t.Errorf("consumer got %d duplicates, want 0", d)
 			}
@@ -207,7 +222,12 @@ func TestKilledBrokerKeepsMessages(t *testing.T) {
 	if _, err := pub.Publish(ctx, &paho.Publish{QoS: 1, Retain: true, Topic: "status/broker", Payload: []byte("up")}); err != nil {
 		t.Fatalf("publishing retained message: %v", err)
 	}
-	eventually(t, testTimeout, func() bool { return col.distinct() == held }, "consumer holding %d messages", held)
+	testutil.Eventually(t, testTimeout, func() error {
+		if col.distinct() != held {
+			return fmt.Errorf("waiting for consumer holding %d messages", held)
+		}
+		return nil
+	})
 
 	if err := cmd.Process.Kill(); err != nil { // SIGKILL: no shutdown code runs
 		t.Fatal(err)
@@ -242,9 +262,18 @@ func TestKilledBrokerKeepsMessages(t *testing.T) {
 		t.Errorf("CONNACK session present = false, want true")
 	}
 	_ = c2
-	eventually(t, testTimeout, func() bool { return col.distinct() == n },
-		"consumer to get %d messages (has %d, missing e.g. %v)", n, col.distinct(), col.missing(want))
-	eventually(t, testTimeout, func() bool { return b.QueueDepth() == 0 }, "broker drained")
+	testutil.Eventually(t, testTimeout, func() error {
+		if col.distinct() != n {
+			return fmt.Errorf("waiting for consumer to get %d messages (has %d, missing e.g. %v)", n, col.distinct(), col.missing(want))
+		}
+		return nil
+	})
+	testutil.Eventually(t, testTimeout, func() error {
+		if b.QueueDepth() != 0 {
+			return errors.New("waiting for broker drained")
+		}
+		return nil
+	})
 	idsMu.Lock()
 	if reused != 0 {
 		t.Errorf("the restarted broker reused %d packet ids the consumer held at the kill", reused)
@@ -261,7 +290,12 @@ func TestKilledBrokerKeepsMessages(t *testing.T) {
 		}
 	}})
 	subscribe(t, sub, "status/#")
-	eventually(t, testTimeout, func() bool { return retained.distinct() == 1 }, "retained message after the kill")
+	testutil.Eventually(t, testTimeout, func() error {
+		if retained.distinct() != 1 {
+			return errors.New("waiting for retained message after the kill")
+		}
+		return nil
+	})
 }
 
 // TestRetainedMessageSurvivesRestart checks retained messages: stored,
@@ -284,7 +318,12 @@ func TestRetainedMessageSurvivesRestart(t *testing.T) {
 		}
 	}
 	disconnect(pub)
-	eventually(t, testTimeout, func() bool { return b.Stats().Retained == 2 }, "2 retained messages (stats %+v)", b.Stats())
+	testutil.Eventually(t, testTimeout, func() error {
+		if b.Stats().Retained != 2 {
+			return fmt.Errorf("waiting for 2 retained messages (stats %+v)", b.Stats())
+		}
+		return nil
+	})
 	b.stop()
 
 	b = startBroker(t, cfg)
@@ -296,7 +335,12 @@ func TestRetainedMessageSurvivesRestart(t *testing.T) {
 		got.add(fmt.Sprintf("%s=%s retain=%t", p.Topic, p.Payload, p.Retain))
 	}})
 	subscribe(t, sub, "cfg/#")
-	eventually(t, testTimeout, func() bool { return got.distinct() == 2 }, "2 retained messages, got %v", got.arrivals())
+	testutil.Eventually(t, testTimeout, func() error {
+		if got.distinct() != 2 {
+			return fmt.Errorf("waiting for 2 retained messages, got %v", got.arrivals())
+		}
+		return nil
+	})
 	want := []string{"cfg/a=a1 retain=true", "cfg/c=c1 retain=true"}
 	if m := got.missing(want); len(m) > 0 {
 		t.Errorf("missing %v, got %v", m, got.arrivals())

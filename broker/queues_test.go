@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -9,7 +10,9 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/lpsdev/lps/internal/testutil"
 )
 
 var legacyQueue = Queue{Group: "legacy_proxy", Filter: "+/message"}
@@ -120,8 +123,12 @@ func TestDeclaredQueueKeepsMessagesBeforeAnySubscriber(t *testing.T) {
 				subscribe(t, c, sharedFilter)
 			}
 			total := func() int { return cols[0].distinct() + cols[1].distinct() }
-			eventually(t, testTimeout, func() bool { return total() == n && b.QueueDepth() == 0 },
-				"members to get all %d messages (have %d, depth %d)", n, total(), b.QueueDepth())
+			testutil.Eventually(t, testTimeout, func() error {
+				if !(total() == n && b.QueueDepth() == 0) {
+					return fmt.Errorf("waiting for members to get all %d messages (have %d, depth %d)", n, total(), b.QueueDepth())
+				}
+				return nil
+			})
 
 			seen := map[string]bool{}
 			for i, col := range cols {
@@ -165,7 +172,12 @@ func TestDeclaredQueueGroupIsKept(t *testing.T) {
 	c := mustDial(t, b.Addr().String(), opts)
 	subscribe(t, c, sharedFilter)
 	disconnect(c) // a clean session: the membership ends with it
-	eventually(t, testTimeout, func() bool { return b.Stats().Sessions == 0 }, "member's session gone")
+	testutil.Eventually(t, testTimeout, func() error {
+		if b.Stats().Sessions != 0 {
+			return errors.New("waiting for member's session gone")
+		}
+		return nil
+	})
 
 	pub, _ := dialRaw(t, b.Addr().String(), rawOpts{id: "pub"})
 	if ack := pub.publish("a/message", 1, false, "kept"); ack.ReasonCode != 0 {
@@ -182,7 +194,7 @@ func TestDeclaredQueueGroupIsKept(t *testing.T) {
 	if got := gatherValue(t, reg, "lps_broker_queue_messages"); got != 1 {
 		t.Errorf("lps_broker_queue_messages = %v, want 1", got)
 	}
-	if got := testutil.ToFloat64(b.met.dropped.WithLabelValues("qos0_offline")); got != 1 {
+	if got := promtest.ToFloat64(b.met.dropped.WithLabelValues("qos0_offline")); got != 1 {
 		t.Errorf("dropped{qos0_offline} = %v, want 1", got)
 	}
 }
@@ -224,7 +236,7 @@ func TestNoSubscriberRefused(t *testing.T) {
 				}
 			}
 			pub.ping() // nothing else came back
-			refused := testutil.ToFloat64(b.met.refused.WithLabelValues("no_subscribers"))
+			refused := promtest.ToFloat64(b.met.refused.WithLabelValues("no_subscribers"))
 			if tt.wantRefuse && refused != 3 || !tt.wantRefuse && refused != 0 {
 				t.Errorf("refused{no_subscribers} = %v, want %v", refused, map[bool]int{true: 3}[tt.wantRefuse])
 			}
@@ -244,7 +256,12 @@ func TestNoSubscriberRefused(t *testing.T) {
 			if rec, comp := pub2.publish2("nobody/listens", "marker"); rec != 0 || comp != 0 {
 				t.Fatalf("marker: PUBREC %#x PUBCOMP %#x, want 0 0", rec, comp)
 			}
-			eventually(t, testTimeout, func() bool { return got.distinct() == 1 }, "the marker")
+			testutil.Eventually(t, testTimeout, func() error {
+				if got.distinct() != 1 {
+					return errors.New("waiting for the marker")
+				}
+				return nil
+			})
 			if a := got.arrivals(); a[0] != "marker" {
 				t.Errorf("late subscriber got %v, want only the marker", a)
 			}
@@ -263,7 +280,12 @@ func TestRetainedWithoutSubscriberIsRetained(t *testing.T) {
 	sub := mustDial(t, b.Addr().String(), clientOpts{id: "s", clean: true,
 		onPublish: func(_ *paho.Client, p *paho.Publish) { got.add(fmt.Sprintf("%s retain=%t", p.Payload, p.Retain)) }})
 	subscribe(t, sub, "status/#")
-	eventually(t, testTimeout, func() bool { return got.distinct() == 1 }, "the retained message")
+	testutil.Eventually(t, testTimeout, func() error {
+		if got.distinct() != 1 {
+			return errors.New("waiting for the retained message")
+		}
+		return nil
+	})
 	if a := got.arrivals(); a[0] != "up retain=true" {
 		t.Errorf("got %v", a)
 	}

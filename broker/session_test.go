@@ -2,12 +2,16 @@ package broker
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/eclipse/paho.golang/paho/session/state"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/lpsdev/lps/internal/testutil"
 )
 
 // TestSessionTakeover: a second connection with the same client id takes
@@ -25,14 +29,22 @@ func TestSessionTakeover(t *testing.T) {
 	pub := mustDial(t, b.Addr().String(), clientOpts{id: "p", clean: true})
 	want := payloads("p", n)
 	publish(t, pub, "t/x", want, 1)
-	eventually(t, testTimeout, func() bool { return first.distinct() == window && b.Stats().Queued == n-window },
-		"first connection holding %d (stats %+v)", window, b.Stats())
+	testutil.Eventually(t, testTimeout, func() error {
+		if !(first.distinct() == window && b.Stats().Queued == n-window) {
+			return fmt.Errorf("waiting for first connection holding %d (stats %+v)", window, b.Stats())
+		}
+		return nil
+	})
 
 	second := newCollector()
 	mustDial(t, b.Addr().String(), consumer("c", window, second, 0)) // fresh client state, as after a process restart
 	waitDone(t, a)
-	eventually(t, testTimeout, func() bool { return second.distinct() == n && b.QueueDepth() == 0 },
-		"second connection gets all %d (has %d, missing e.g. %v)", n, second.distinct(), second.missing(want))
+	testutil.Eventually(t, testTimeout, func() error {
+		if !(second.distinct() == n && b.QueueDepth() == 0) {
+			return fmt.Errorf("waiting for second connection gets all %d (has %d, missing e.g. %v)", n, second.distinct(), second.missing(want))
+		}
+		return nil
+	})
 	if got := second.arrivals(); got[0] != want[0] {
 		t.Errorf("first message after takeover = %s, want %s (resent in order)", got[0], want[0])
 	}
@@ -47,7 +59,12 @@ func TestCleanStartDiscardsSession(t *testing.T) {
 	c := mustDial(t, b.Addr().String(), opts)
 	subscribe(t, c, "t/#")
 	disconnect(c)
-	eventually(t, testTimeout, func() bool { return b.Stats().ClientsConnected == 0 }, "consumer gone")
+	testutil.Eventually(t, testTimeout, func() error {
+		if b.Stats().ClientsConnected != 0 {
+			return errors.New("waiting for consumer gone")
+		}
+		return nil
+	})
 	pub := mustDial(t, b.Addr().String(), clientOpts{id: "p", clean: true})
 	publish(t, pub, "t/x", payloads("p", 5), 1)
 	if got := b.QueueDepth(); got != 5 {
@@ -66,7 +83,7 @@ func TestCleanStartDiscardsSession(t *testing.T) {
 	if got := b.QueueDepth(); got != 0 {
 		t.Errorf("QueueDepth after clean start = %d, want 0", got)
 	}
-	if got := testutil.ToFloat64(b.met.dropped.WithLabelValues("clean_start")); got != 5 {
+	if got := promtest.ToFloat64(b.met.dropped.WithLabelValues("clean_start")); got != 5 {
 		t.Errorf("dropped{clean_start} = %v, want 5", got)
 	}
 	publish(t, pub, "t/x", []string{"after"}, 1) // no subscription any more
@@ -85,14 +102,23 @@ func TestSessionExpiry(t *testing.T) {
 	c := mustDial(t, b.Addr().String(), opts)
 	subscribe(t, c, "t/#")
 	disconnect(c)
-	eventually(t, testTimeout, func() bool { return b.Stats().ClientsConnected == 0 }, "consumer gone")
+	testutil.Eventually(t, testTimeout, func() error {
+		if b.Stats().ClientsConnected != 0 {
+			return errors.New("waiting for consumer gone")
+		}
+		return nil
+	})
 	pub := mustDial(t, b.Addr().String(), clientOpts{id: "p", clean: true})
 	publish(t, pub, "t/x", payloads("p", 3), 1)
 
 	// mochi looks for expired sessions once a second.
-	eventually(t, 10*time.Second, func() bool { return b.QueueDepth() == 0 && b.Stats().Sessions == 1 },
-		"session expired (stats %+v)", b.Stats())
-	if got := testutil.ToFloat64(b.met.dropped.WithLabelValues("session_expired")); got != 3 {
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if !(b.QueueDepth() == 0 && b.Stats().Sessions == 1) {
+			return fmt.Errorf("waiting for session expired (stats %+v)", b.Stats())
+		}
+		return nil
+	})
+	if got := promtest.ToFloat64(b.met.dropped.WithLabelValues("session_expired")); got != 3 {
 		t.Errorf("dropped{session_expired} = %v, want 3", got)
 	}
 	publish(t, pub, "t/x", []string{"after"}, 1)
@@ -110,7 +136,12 @@ func TestMessageExpiry(t *testing.T) {
 	c := mustDial(t, b.Addr().String(), opts)
 	subscribe(t, c, "t/#")
 	disconnect(c)
-	eventually(t, testTimeout, func() bool { return b.Stats().ClientsConnected == 0 }, "consumer gone")
+	testutil.Eventually(t, testTimeout, func() error {
+		if b.Stats().ClientsConnected != 0 {
+			return errors.New("waiting for consumer gone")
+		}
+		return nil
+	})
 
 	pub := mustDial(t, b.Addr().String(), clientOpts{id: "p", clean: true})
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
@@ -125,11 +156,16 @@ func TestMessageExpiry(t *testing.T) {
 	<-time.After(2 * time.Second)
 
 	mustDial(t, b.Addr().String(), opts)
-	eventually(t, testTimeout, func() bool { return col.distinct() == 1 && b.QueueDepth() == 0 }, "the lasting message")
+	testutil.Eventually(t, testTimeout, func() error {
+		if !(col.distinct() == 1 && b.QueueDepth() == 0) {
+			return errors.New("waiting for the lasting message")
+		}
+		return nil
+	})
 	if got := col.arrivals(); got[0] != "lasting" {
 		t.Errorf("delivered %v, want only lasting", got)
 	}
-	if got := testutil.ToFloat64(b.met.dropped.WithLabelValues("expired")); got != 1 {
+	if got := promtest.ToFloat64(b.met.dropped.WithLabelValues("expired")); got != 1 {
 		t.Errorf("dropped{expired} = %v, want 1", got)
 	}
 }
