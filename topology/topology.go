@@ -104,12 +104,6 @@ type Config struct {
 }
 
 func (c *Config) defaults() error {
-	if c.Kind == "" {
-		c.Kind = Baseline
-	}
-	if c.Kind != Baseline && c.Kind != LPS {
-		return fmt.Errorf("unknown topology %q (want %s or %s)", c.Kind, Baseline, LPS)
-	}
 	if c.Host == "" {
 		c.Host = "127.0.0.1"
 	}
@@ -123,9 +117,6 @@ func (c *Config) defaults() error {
 		if *p.port < 0 || *p.port > 65535 {
 			return fmt.Errorf("port %d is outside 1..65535", *p.port)
 		}
-	}
-	if c.Instances == 0 {
-		c.Instances = 3
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
@@ -174,6 +165,7 @@ func (s *Service) Value() any {
 // Topology is a set of roles wired to each other.
 type Topology struct {
 	cfg      Config
+	plan     Plan
 	Services []*Service
 	byName   map[string]*Service
 
@@ -191,7 +183,11 @@ func New(cfg Config) (*Topology, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	t := &Topology{cfg: cfg, byName: map[string]*Service{}, failed: make(chan error, 64), launched: make(chan struct{})}
+	plan, err := Describe(cfg.Kind, cfg.Instances)
+	if err != nil {
+		return nil, err
+	}
+	t := &Topology{cfg: cfg, plan: plan, byName: map[string]*Service{}, failed: make(chan error, 64), launched: make(chan struct{})}
 	if err := t.build(); err != nil {
 		t.release()
 		return nil, err
@@ -199,44 +195,46 @@ func New(cfg Config) (*Topology, error) {
 	return t, nil
 }
 
-// build builds the roles of t's topology.
+// build builds the roles of t's plan in its order, each wired to the addresses the services
+// it talks to got.
 func (t *Topology) build() error {
 	cfg := t.cfg
 	ephemeral := net.JoinHostPort(cfg.Host, "0")
-	fixed := func(port int) string {
-		if cfg.Ephemeral {
+	listen := func(port int) string {
+		if cfg.Ephemeral || port == 0 {
 			return ephemeral
 		}
 		return net.JoinHostPort(cfg.Host, strconv.Itoa(port))
 	}
-	n := cfg.Instances
-
-	simCfg := rastsim.Config{Model: cfg.Model}
-	simCfg.Listen = fixed(cfg.RastSimPort)
-	sim, err := t.add("ars-comp-3", RoleRastSim, &simCfg.Server, func() (role, error) { return rastsim.New(simCfg) })
-	if err != nil {
-		return err
-	}
-
-	comp2Addrs := make([]net.Addr, n)
-	for i := range n {
-		c := comp2.Config{Upstream: roles.Upstream{URL: "http://" + sim.Addr.String(), HTTP2: cfg.HTTP2}}
-		c.Listen = ephemeral
-		s, err := t.add(fmt.Sprintf("ars-comp-2-%d", i+1), RoleComp2, &c.Server, func() (role, error) { return comp2.New(c) })
-		if err != nil {
-			return err
+	url := map[string]string{} // how the others reach a service built so far
+	upstream := func(n Node) roles.Upstream {
+		urls := make([]string, len(n.Upstreams))
+		for i, u := range n.Upstreams {
+			urls[i] = url[u]
 		}
-		comp2Addrs[i] = s.Addr
+		return roles.Upstream{URL: strings.Join(urls, ","), HTTP2: cfg.HTTP2}
 	}
-
-	next := comp2Addrs // where comp1 i forwards
-	if cfg.Kind == LPS {
-		brokerURL := cfg.BrokerURL
-		if brokerURL == "" {
-			bc := mqttbroker.Config{Listen: fixed(cfg.BrokerPort), DataDir: cfg.DataDir}
-			bc.Admin.Listen = fixed(cfg.BrokerAdminPort)
+	for _, n := range t.plan.Services {
+		var s *Service
+		var err error
+		switch n.Role {
+		case RoleRastSim:
+			c := rastsim.Config{Model: cfg.Model}
+			c.Listen = listen(cfg.RastSimPort)
+			s, err = t.add(n, &c.Server, func() (role, error) { return rastsim.New(c) })
+		case RoleComp2:
+			c := comp2.Config{Upstream: upstream(n)}
+			c.Listen = listen(n.Port)
+			s, err = t.add(n, &c.Server, func() (role, error) { return comp2.New(c) })
+		case RoleBroker:
+			if cfg.BrokerURL != "" { // an external broker stands in for the embedded one
+				url[n.Name] = cfg.BrokerURL
+				continue
+			}
+			bc := mqttbroker.Config{Listen: listen(cfg.BrokerPort), DataDir: cfg.DataDir}
+			bc.Admin.Listen = listen(cfg.BrokerAdminPort)
 			var mb *mqttbroker.Broker
-			s, err := t.add("broker", RoleBroker, &bc.Admin, func() (role, error) {
+			s, err = t.add(n, &bc.Admin, func() (role, error) {
 				b, err := mqttbroker.New(bc)
 				mb = b
 				return b, err
@@ -244,55 +242,45 @@ func (t *Topology) build() error {
 			if err != nil {
 				return err
 			}
+			// The broker's Addr is its MQTT listener, not its server's: pin both.
 			bc.Listen, bc.Admin.Listen = s.Addr.String(), mb.AdminAddr().String()
-			brokerURL = "mqtt://" + s.Addr.String()
-		}
-		// Every mqtt2http forwards to every comp2, each alarm to the comp2 its Request-Id picks,
-		// so that all copies of an alarm meet one dedup window (see transport.Upstreams).
-		comp2URLs := make([]string, len(comp2Addrs))
-		for i, a := range comp2Addrs {
-			comp2URLs[i] = "http://" + a.String()
-		}
-		for i := range n {
+			url[n.Name] = "mqtt://" + s.Addr.String()
+			continue
+		case RoleMQTT2HTTP:
 			c := mqtt2http.Config{
-				ServiceName: fmt.Sprintf("proxy2-%d", i+1),
-				Broker:      brokerURL,
-				Upstream:    roles.Upstream{URL: strings.Join(comp2URLs, ","), HTTP2: cfg.HTTP2},
+				ServiceName: n.Name,
+				Broker:      url[n.Broker],
+				Upstream:    upstream(n),
 				MaxInflight: cfg.MaxInflight,
 				RetryBase:   cfg.RetryBase,
 				RetryMax:    cfg.RetryMax,
 			}
-			c.Admin.Listen = ephemeral
-			if _, err := t.add(c.ServiceName, RoleMQTT2HTTP, &c.Admin, func() (role, error) { return mqtt2http.New(c) }); err != nil {
-				return err
-			}
+			c.Admin.Listen = listen(n.Port)
+			s, err = t.add(n, &c.Admin, func() (role, error) { return mqtt2http.New(c) })
+		case RoleHTTP2MQTT:
+			c := http2mqtt.Config{Broker: url[n.Broker]}
+			c.Listen = listen(n.Port)
+			s, err = t.add(n, &c.Server, func() (role, error) { return http2mqtt.New(c) })
+		case RoleComp1:
+			c := comp1.Config{Upstream: upstream(n)}
+			c.Listen = listen(cfg.Comp1Port + n.Instance - 1)
+			s, err = t.add(n, &c.Server, func() (role, error) { return comp1.New(c) })
+		default:
+			return fmt.Errorf("%s: no role %q", n.Name, n.Role)
 		}
-		next = make([]net.Addr, n)
-		for i := range n {
-			c := http2mqtt.Config{Broker: brokerURL}
-			c.Listen = ephemeral
-			s, err := t.add(fmt.Sprintf("proxy1-%d", i+1), RoleHTTP2MQTT, &c.Server, func() (role, error) { return http2mqtt.New(c) })
-			if err != nil {
-				return err
-			}
-			next[i] = s.Addr
-		}
-	}
-
-	for i := range n {
-		c := comp1.Config{Upstream: roles.Upstream{URL: "http://" + next[i].String(), HTTP2: cfg.HTTP2}}
-		c.Listen = fixed(cfg.Comp1Port + i)
-		if _, err := t.add(fmt.Sprintf("ars-comp-1-%d", i+1), RoleComp1, &c.Server, func() (role, error) { return comp1.New(c) }); err != nil {
+		if err != nil {
 			return err
 		}
+		url[n.Name] = "http://" + s.Addr.String()
 	}
 	return nil
 }
 
-// add builds a role once and registers it as a service named name. srv is the role's server
-// settings, which add fills (name, logger, registry) and, after the first build, pins to the
-// address the role got, so that a restart listens there again.
-func (t *Topology) add(name, roleName string, srv *roles.Server, build func() (role, error)) (*Service, error) {
+// add builds n's role once and registers it as a service. srv is the role's server settings,
+// which add fills (name, logger, registry) and, after the first build, pins to the address the
+// role got, so that a restart listens there again.
+func (t *Topology) add(n Node, srv *roles.Server, build func() (role, error)) (*Service, error) {
+	name, roleName := n.Name, n.Role
 	s := &Service{Name: name, Role: roleName}
 	s.build = func() (role, *prometheus.Registry, error) {
 		srv.ServiceName = name
@@ -335,6 +323,9 @@ func (t *Topology) release() {
 		}
 	}
 }
+
+// Plan is the topology's description: its services and who talks to whom.
+func (t *Topology) Plan() Plan { return t.plan }
 
 // Service returns the service called name, or nil.
 func (t *Topology) Service(name string) *Service { return t.byName[name] }
