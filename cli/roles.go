@@ -44,11 +44,12 @@ func (a *app) serve(cmd *cobra.Command, srv *roles.Server, build func() (runner,
 	defer undoWAN()
 	srv.Logger = logger.Named(cmd.Name())
 	srv.Registry = registry()
-	tcptune.Report(logger.Named("tcptune"), "", srv.Backlog)
 	r, err := build()
 	if err != nil {
+		// Before the kernel report, so that a bad flag is the one line a user sees.
 		return &ConfigError{flagError(cmd.Flags(), err)}
 	}
+	tcptune.Report(logger.Named("tcptune"), "", srv.Backlog)
 	ctx, stop := a.signalContext(cmd.Context())
 	defer stop()
 	logger.Info("started", zap.String("role", cmd.Name()), zap.Stringer("addr", r.Addr()), zap.String("version", a.opts.Version))
