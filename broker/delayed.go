@@ -3,6 +3,7 @@ package broker
 import (
 	"container/heap"
 	"errors"
+	"slices"
 	"strings"
 	"time"
 
@@ -254,4 +255,16 @@ func (d *dispatcher) loadDelayed(m *outMsg, due int64) {
 // itself, as the other invalid delayed topics are answered.
 func delayedTopicHasWildcard(topic string) bool {
 	return strings.HasPrefix(topic, mqttconn.DelayedPrefix) && strings.ContainsAny(topic, "+#")
+}
+
+// OnPacketEncode announces delayed publish in every CONNACK, as the user
+// property mqttconn.DelayedPublishProperty = "$delayed": nothing in MQTT
+// announces the feature, and mqtt2http uses $delayed only with a broker that
+// does.
+func (d *dispatcher) OnPacketEncode(_ *mqtt.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type == packets.Connack && pk.ReasonCode < packets.ErrUnspecifiedError.Code {
+		pk.Properties.User = append(slices.Clip(pk.Properties.User),
+			packets.UserProperty{Key: mqttconn.DelayedPublishProperty, Val: strings.TrimSuffix(mqttconn.DelayedPrefix, "/")})
+	}
+	return pk
 }

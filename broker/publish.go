@@ -1,0 +1,139 @@
+package broker
+
+import (
+	"errors"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"go.uber.org/zap"
+
+	"github.com/lpsdev/lps/mqttconn"
+)
+
+// OnPublish takes over a client's message: it stores and routes it, then
+// answers CodeSuccessIgnore so that mochi acknowledges the publisher but
+// neither retains nor delivers the message itself. A message to
+// $delayed/<seconds>/<topic> is kept until its time (delayed.go).
+func (d *dispatcher) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if after, target, ok, err := mqttconn.ParseDelayed(pk.TopicName); ok {
+		if err != nil {
+			return d.refuseDelayed(cl, pk, err)
+		}
+		return d.delay(cl, pk, after, target)
+	}
+	err := d.route(pk)
+	if err != nil && !errors.Is(err, errNoSubscribers) {
+		return d.refuse(cl, pk, err)
+	}
+	if pk.FixedHeader.Retain { // also with no subscriber: retained for later ones
+		d.retain(pk)
+	}
+	if err != nil {
+		return d.answerNoSubscribers(cl, pk)
+	}
+	return pk, packets.CodeSuccessIgnore
+}
+
+// answerNoSubscribers answers a QoS 1/2 publish that matched no subscription
+// and no declared queue: PUBACK or PUBREC with reason code 0x10 "No matching
+// subscribers" (MQTT 5 sections 3.4.2.1 and 3.5.2.1). Nothing was stored, so
+// a publisher must not take it for a success; a QoS 2 flow still completes
+// (PUBREL, PUBCOMP 0x00). MQTT 3.1.1 has no reason codes: such a publisher
+// gets its usual acknowledgement, and the message is counted as dropped.
+//
+// The acknowledgement is written here, as five bytes, because mochi cannot
+// send it: its encoder (packets.encodePubAckRelRecComp) writes a reason code
+// below 0x80 only when the packet also carries properties, and the only
+// properties a PUBACK or PUBREC may carry (Reason String, User Property) are
+// forbidden when the client asked for no problem information
+// [MQTT-3.1.2-29], as paho.golang does unless told otherwise. Rewriting
+// mochi's own acknowledgement in OnPacketEncode would therefore reach only
+// some clients. The bytes go to the connection under the client's lock,
+// which serialises every write of mochi's (Client.WritePacket), and New sets
+// mochi's write buffer to one byte, so no packet written before can still
+// wait in it: packets keep their order. For QoS 2, what processPublish does
+// for a PUBREC it sends is done here too, so that mochi answers the PUBREL
+// (processPubrel) and recognises a resent PUBLISH (OnPacketRead).
+func (d *dispatcher) answerNoSubscribers(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	qos := pk.FixedHeader.Qos
+	switch {
+	case qos == 0:
+		return pk, packets.CodeSuccessIgnore
+	case cl.Properties.ProtocolVersion < 5:
+		d.drop("no_subscribers", 1)
+		return pk, packets.CodeSuccessIgnore
+	}
+	d.met.refused.WithLabelValues("no_subscribers").Inc()
+	if ce := d.log.Check(zap.DebugLevel, "no subscription or queue for publish; answered 0x10"); ce != nil {
+		ce.Write(zap.String("client", cl.ID), zap.String("topic", pk.TopicName))
+	}
+	ackType := packets.Puback
+	if qos == 2 {
+		ackType = packets.Pubrec
+		ack := packets.Packet{
+			FixedHeader: packets.FixedHeader{Type: packets.Pubrec},
+			PacketID:    pk.PacketID,
+			ReasonCode:  packets.CodeNoMatchingSubscribers.Code,
+			Created:     time.Now().Unix(),
+		}
+		cl.State.Inflight.DecreaseReceiveQuota()
+		if cl.State.Inflight.Set(ack) {
+			atomic.AddInt64(&d.srv.Info.Inflight, 1)
+			if d.st != nil {
+				d.st.OnQosPublish(cl, ack, ack.Created, 0)
+			}
+		}
+	}
+	if err := writeAck(cl, ackType, pk.PacketID, packets.CodeNoMatchingSubscribers.Code); err != nil {
+		d.log.Debug("writing acknowledgement to publisher", zap.String("client", cl.ID), zap.Error(err))
+	}
+	return pk, packets.ErrRejectPacket // mochi writes nothing more
+}
+
+// writeAck writes an MQTT 5 PUBACK or PUBREC with a reason code and no
+// properties (see answerNoSubscribers for why not through mochi).
+func writeAck(cl *mqtt.Client, ackType byte, id uint16, code byte) error {
+	if cl.Net.Conn == nil {
+		return nil
+	}
+	b := [5]byte{ackType << 4, 3, byte(id >> 8), byte(id), code}
+	cl.Lock()
+	defer cl.Unlock()
+	_, err := cl.Net.Conn.Write(b[:])
+	return err
+}
+
+// refuse tells a publisher its message was not taken.
+func (d *dispatcher) refuse(cl *mqtt.Client, pk packets.Packet, err error) (packets.Packet, error) {
+	code, ok := err.(packets.Code)
+	if !ok {
+		code = packets.ErrUnspecifiedError
+	}
+	switch {
+	case pk.FixedHeader.Qos == 0:
+		return pk, packets.CodeSuccessIgnore // nothing to answer; route counted it
+	case cl.Properties.ProtocolVersion < 5:
+		// MQTT 3.1.1 has no negative acknowledgement: closing the
+		// connection is the only way not to acknowledge.
+		cl.Stop(code)
+		return pk, packets.ErrRejectPacket
+	}
+	// mochi answers a hook's error with a PUBACK even for QoS 2
+	// (processPublish), so the ack is written here and mochi is told to
+	// reject, which makes it write nothing.
+	ackType := packets.Puback
+	if pk.FixedHeader.Qos == 2 {
+		ackType = packets.Pubrec
+	}
+	if werr := cl.WritePacket(packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: ackType},
+		PacketID:    pk.PacketID,
+		ReasonCode:  code.Code,
+		Properties:  packets.Properties{ReasonString: code.Reason},
+	}); werr != nil {
+		d.log.Debug("writing refusal to publisher", zap.String("client", cl.ID), zap.Error(werr))
+	}
+	return pk, packets.ErrRejectPacket
+}
