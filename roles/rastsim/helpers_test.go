@@ -163,18 +163,6 @@ func (ts *testSim) hold(t *testing.T, path, id string) (<-chan result, context.C
 // inFlight reads the lps_rastsim_in_flight gauge.
 func (ts *testSim) inFlight() int { return int(testutil.ToFloat64(ts.metrics.inFlight)) }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, deadline time.Duration, what string, cond func() bool) {
-	t.Helper()
-	end := time.Now().Add(deadline)
-	for !cond() {
-		if time.Now().After(end) {
-			t.Fatalf("timed out after %v waiting for %s", deadline, what)
-		}
-		time.Sleep(time.Millisecond) // polling interval, not synchronisation
-	}
-}
-
 // waitResult waits for a held request's result.
 func waitResult(t *testing.T, ch <-chan result) result {
 	t.Helper()

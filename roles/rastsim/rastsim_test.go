@@ -3,6 +3,7 @@ package rastsim
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -18,6 +19,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/lpsdev/lps/internal/testutil"
 	"github.com/lpsdev/lps/roles"
 )
 
@@ -39,7 +41,12 @@ func TestPredictionThroughHTTP(t *testing.T) {
 				_, cancel := ts.hold(t, "/ID_SLOW", fmt.Sprintf("slow-%d", i))
 				cancels = append(cancels, cancel)
 			}
-			eventually(t, testDeadline, fmt.Sprintf("%d commands in flight", k), func() bool { return ts.inFlight() == k })
+			testutil.Eventually(t, testDeadline, func() error {
+				if ts.inFlight() != k {
+					return fmt.Errorf("waiting for %d commands in flight", k)
+				}
+				return nil
+			})
 
 			res := ts.post(t, "/ID_REQ_KC_STORE7D3BPACKET", "measured")
 			pred := headerSeconds(t, res, "X-Pred-Process-Time")
@@ -55,7 +62,12 @@ func TestPredictionThroughHTTP(t *testing.T) {
 			for _, cancel := range cancels {
 				cancel()
 			}
-			eventually(t, testDeadline, "held commands to end when their clients went away", func() bool { return ts.inFlight() == 0 })
+			testutil.Eventually(t, testDeadline, func() error {
+				if ts.inFlight() != 0 {
+					return errors.New("waiting for held commands to end when their clients went away")
+				}
+				return nil
+			})
 			if c := ts.Counts(); c.Received != k+1 || c.Distinct != k+1 {
 				t.Errorf("Counts = %+v, want %d received and distinct", c, k+1)
 			}
@@ -97,7 +109,12 @@ func TestCorrMax(t *testing.T) {
 			core, logs := observer.New(zapcore.InfoLevel)
 			ts := startSim(t, Config{Mapping: mustMapping(t, mapping), CorrMax: tt.corrMax, Server: roles.Server{Logger: zap.New(core)}})
 			a, _ := ts.hold(t, "/ID_MEDIUM", "A")
-			eventually(t, testDeadline, "A in flight", func() bool { return ts.inFlight() == 1 })
+			testutil.Eventually(t, testDeadline, func() error {
+				if ts.inFlight() != 1 {
+					return errors.New("waiting for A in flight")
+				}
+				return nil
+			})
 			ts.post(t, "/ID_REQ_KC_STORE7D3BPACKET", "B")
 			if ts.inFlight() != 1 {
 				t.Fatalf("A finished before B did; the machine is too slow for this test")
@@ -276,14 +293,27 @@ func TestClientGoneEndsSleep(t *testing.T) {
 	cfg.Logger = zap.New(core)
 	ts := startSim(t, cfg)
 	_, cancel := ts.hold(t, "/ID_SLOW", "gone")
-	eventually(t, testDeadline, "the command in flight", func() bool { return ts.inFlight() == 1 })
+	testutil.Eventually(t, testDeadline, func() error {
+		if ts.inFlight() != 1 {
+			return errors.New("waiting for the command in flight")
+		}
+		return nil
+	})
 	cancel()
-	eventually(t, testDeadline, "the command to leave flight", func() bool { return ts.inFlight() == 0 })
+	testutil.Eventually(t, testDeadline, func() error {
+		if ts.inFlight() != 0 {
+			return errors.New("waiting for the command to leave flight")
+		}
+		return nil
+	})
 	if c := ts.Counts(); c.Received != 1 {
 		t.Errorf("Counts = %+v, want 1 received", c)
 	}
-	eventually(t, testDeadline, "the CMD-ENDE line", func() bool {
-		return logs.FilterMessage("UID: gone, CMD-ENDE  ID_SLOW").Len() == 1
+	testutil.Eventually(t, testDeadline, func() error {
+		if logs.FilterMessage("UID: gone, CMD-ENDE  ID_SLOW").Len() != 1 {
+			return errors.New("waiting for the CMD-ENDE line")
+		}
+		return nil
 	})
 	if got := logs.FilterMessage("UID: gone, CMD-ENDE  ID_SLOW").All()[0].ContextMap()["aborted"]; got != "client gone" {
 		t.Errorf("aborted = %v, want client gone", got)
@@ -295,7 +325,12 @@ func TestClientGoneEndsSleep(t *testing.T) {
 func TestShutdownEndsSleep(t *testing.T) {
 	ts := startSim(t, Config{Mapping: mustMapping(t, slowMapping)})
 	held, _ := ts.hold(t, "/ID_SLOW", "late")
-	eventually(t, testDeadline, "the command in flight", func() bool { return ts.inFlight() == 1 })
+	testutil.Eventually(t, testDeadline, func() error {
+		if ts.inFlight() != 1 {
+			return errors.New("waiting for the command in flight")
+		}
+		return nil
+	})
 	start := time.Now()
 	if err := ts.stop(); err != nil {
 		t.Fatalf("Run: %v", err)
