@@ -1,5 +1,8 @@
 package roles
 
+// This file is the HTTP roles' edge towards their callers: how an error becomes a status, what
+// success says, where a forward goes. The alarm itself is package alarm.
+
 import (
 	"errors"
 	"net/http"
