@@ -22,6 +22,7 @@ import (
 	"github.com/lpsdev/lps/alarm"
 	"github.com/lpsdev/lps/roles/mqttbroker"
 	"github.com/lpsdev/lps/roles/rastsim"
+	"github.com/lpsdev/lps/topology"
 )
 
 // BrokerKind selects the cluster's MQTT broker.
@@ -147,16 +148,17 @@ func (c *ClusterConfig) defaults() error {
 	return nil
 }
 
-// Cluster is the LPS topology as separate processes on loopback:
+// Cluster is the LPS topology that topology.Describe plans, as separate processes on loopback:
 //
-//	load -> comp1-i -> http2mqtt-i -> proxy -> broker -> proxy -> mqtt2http-i -> comp2-i -> FaultyUpstream -> rast-sim
+//	load -> comp1-i -> http2mqtt-i -> proxy -> broker -> proxy -> mqtt2http-i -> every comp2 -> FaultyUpstream -> rast-sim
 //
 // Every bridge reaches the broker through its own Proxy, so that a test can cut one bridge off;
-// comp2 reaches rast-sim through a FaultyUpstream. Processes are named as the original's
-// services (ars-comp-3 for rast-sim, ars-comp-2-i, proxy2-i for mqtt2http, proxy1-i for
-// http2mqtt, ars-comp-1-i, broker), and keep their ports across restarts.
+// comp2 reaches rast-sim through a FaultyUpstream. Processes have the plan's names (ars-comp-3,
+// ars-comp-2-i, broker, proxy2-i, proxy1-i, ars-comp-1-i) and keep their ports across restarts.
+// This file starts a cluster; observe.go reads what it did.
 type Cluster struct {
-	cfg ClusterConfig
+	cfg  ClusterConfig
+	plan topology.Plan
 
 	RastSim *Process
 	Backend *FaultyUpstream
@@ -183,143 +185,168 @@ type Cluster struct {
 	received map[int]map[string]int // rast-sim's received ids per run, from its log
 }
 
-// StartCluster starts the topology, backend first, each tier once the one it depends on is
-// ready. On error what was started is stopped.
+// StartCluster starts the LPS topology that topology.Describe plans, tier by tier in the
+// plan's order, each tier once the one before it is ready. On error what was started is
+// stopped.
 func StartCluster(ctx context.Context, cfg ClusterConfig) (c *Cluster, err error) {
 	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	plan, err := topology.Describe(topology.LPS, cfg.Instances)
+	if err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("making the cluster directory: %w", err)
 	}
-	c = &Cluster{cfg: cfg, client: &http.Client{Timeout: 5 * time.Second}, received: map[int]map[string]int{}}
+	c = &Cluster{cfg: cfg, plan: plan, client: &http.Client{Timeout: 5 * time.Second}, received: map[int]map[string]int{}}
 	defer func() {
 		if err != nil {
 			c.Close()
 			c = nil
 		}
 	}()
-	n := cfg.Instances
-
-	c.RastSim = c.lps("ars-comp-3", "rast-sim", "--listen", "--model", "none")
-	c.RastSim.cfg.OnLine = c.countReceived
-	if err := c.startTier(ctx, c.RastSim); err != nil {
-		return c, err
-	}
-	if c.Backend, err = ListenFaultyUpstream("http://" + c.RastSim.Arg("--listen")); err != nil {
-		return c, err
-	}
-
-	if cfg.DedupStore == DedupRedis {
-		if err := c.startRedis(ctx); err != nil {
+	for _, tier := range plan.Tiers() {
+		if err := c.startTierOf(ctx, tier); err != nil {
 			return c, err
 		}
-	}
-	for i := range n {
-		name := fmt.Sprintf("ars-comp-2-%d", i+1)
-		args := []string{"--upstream", c.Backend.URL()}
-		if cfg.Comp2Timeout > 0 {
-			args = append(args, "--timeout", cfg.Comp2Timeout.String())
-		}
-		switch cfg.DedupStore {
-		case DedupDir:
-			args = append(args, "--dedup-dir", filepath.Join(cfg.Dir, name+"-dedup"))
-		case DedupRedis:
-			args = append(args, "--dedup-store", "redis://"+c.Redis.Arg("--bind")+":"+c.Redis.Arg("--port"))
-		}
-		c.Comp2 = append(c.Comp2, c.lps(name, "comp2", "--listen", args...))
-	}
-	if err := c.startTier(ctx, c.Comp2...); err != nil {
-		return c, err
-	}
-
-	if err := c.startBroker(ctx); err != nil {
-		return c, err
-	}
-
-	// Every mqtt2http forwards to every comp2, each alarm to the comp2 its Request-Id picks, so
-	// that all copies of an alarm meet one dedup window (see transport.Upstreams).
-	comp2URLs := make([]string, len(c.Comp2))
-	for i, p := range c.Comp2 {
-		comp2URLs[i] = "http://" + p.Arg("--listen")
-	}
-	for i := range n {
-		p, err := ListenProxy(c.BrokerAddr)
-		if err != nil {
-			return c, err
-		}
-		c.ConsumerProxies = append(c.ConsumerProxies, p)
-		args := []string{"--broker", "mqtt://" + p.Addr(), "--upstream", strings.Join(comp2URLs, ",")}
-		for _, f := range []struct {
-			flag string
-			set  bool
-			v    string
-		}{
-			{"--max-inflight", cfg.MaxInflight > 0, strconv.Itoa(cfg.MaxInflight)},
-			{"--max-attempts", cfg.MaxAttempts > 0, strconv.Itoa(cfg.MaxAttempts)},
-			{"--retry-base", cfg.RetryBase > 0, cfg.RetryBase.String()},
-			{"--retry-max", cfg.RetryMax > 0, cfg.RetryMax.String()},
-		} {
-			if f.set {
-				args = append(args, f.flag, f.v)
-			}
-		}
-		c.MQTT2HTTP = append(c.MQTT2HTTP, c.lps(fmt.Sprintf("proxy2-%d", i+1), "mqtt2http", "--admin-listen", args...))
-	}
-	if !cfg.ConsumersLater {
-		if err := c.startTier(ctx, c.MQTT2HTTP...); err != nil {
-			return c, err
-		}
-	}
-
-	for i := range n {
-		p, err := ListenProxy(c.BrokerAddr)
-		if err != nil {
-			return c, err
-		}
-		c.PublisherProxies = append(c.PublisherProxies, p)
-		c.HTTP2MQTT = append(c.HTTP2MQTT, c.lps(fmt.Sprintf("proxy1-%d", i+1), "http2mqtt", "--listen", "--broker", "mqtt://"+p.Addr()))
-	}
-	if err := c.startTier(ctx, c.HTTP2MQTT...); err != nil {
-		return c, err
-	}
-
-	for i := range n {
-		c.Comp1 = append(c.Comp1, c.lps(fmt.Sprintf("ars-comp-1-%d", i+1), "comp1", "--listen",
-			"--upstream", "http://"+c.HTTP2MQTT[i].Arg("--listen")))
-	}
-	if err := c.startTier(ctx, c.Comp1...); err != nil {
-		return c, err
 	}
 	return c, nil
 }
 
-// lps makes the process of one role: JSON logs, a free loopback port on listenFlag (pinned
-// after the first start) and readiness from /readyz there.
-func (c *Cluster) lps(name, role, listenFlag string, args ...string) *Process {
-	all := []string{role, "--log-format", "json", "--service-name", name, listenFlag, "127.0.0.1:0"}
+// startTierOf makes the processes of one tier of the plan and starts them. What the plan's
+// wiring names is reached through the test's fault points: comp2 reaches rast-sim through
+// Backend, each bridge the broker through its own Proxy.
+func (c *Cluster) startTierOf(ctx context.Context, tier []topology.Node) error {
+	listening := func(ps []*Process) map[string]string {
+		m := map[string]string{}
+		for _, p := range ps {
+			m[p.cfg.Name] = p.Arg("--listen")
+		}
+		return m
+	}
+	switch role := tier[0].Role; role {
+	case topology.RoleRastSim:
+		c.RastSim = c.lps(tier[0], nil, "--listen", "--model", "none")
+		c.RastSim.cfg.OnLine = c.countReceived
+		if err := c.startTier(ctx, c.RastSim); err != nil {
+			return err
+		}
+		var err error
+		c.Backend, err = ListenFaultyUpstream("http://" + c.RastSim.Arg("--listen"))
+		return err
+
+	case topology.RoleComp2:
+		if c.cfg.DedupStore == DedupRedis {
+			if err := c.startRedis(ctx); err != nil {
+				return err
+			}
+		}
+		backend := strings.TrimPrefix(c.Backend.URL(), "http://")
+		for _, n := range tier {
+			var args []string
+			if c.cfg.Comp2Timeout > 0 {
+				args = append(args, "--timeout", c.cfg.Comp2Timeout.String())
+			}
+			switch c.cfg.DedupStore {
+			case DedupDir:
+				args = append(args, "--dedup-dir", filepath.Join(c.cfg.Dir, n.Name+"-dedup"))
+			case DedupRedis:
+				args = append(args, "--dedup-store", "redis://"+c.Redis.Arg("--bind")+":"+c.Redis.Arg("--port"))
+			}
+			c.Comp2 = append(c.Comp2, c.lps(n, func(string) string { return backend }, "--listen", args...))
+		}
+		return c.startTier(ctx, c.Comp2...)
+
+	case topology.RoleBroker:
+		return c.startBroker(ctx, tier[0])
+
+	case topology.RoleMQTT2HTTP:
+		comp2 := listening(c.Comp2)
+		for _, n := range tier {
+			p, err := ListenProxy(c.BrokerAddr)
+			if err != nil {
+				return err
+			}
+			c.ConsumerProxies = append(c.ConsumerProxies, p)
+			addr := func(svc string) string {
+				if svc == n.Broker {
+					return p.Addr()
+				}
+				return comp2[svc]
+			}
+			var args []string
+			for _, f := range []struct {
+				flag string
+				set  bool
+				v    string
+			}{
+				{"--max-inflight", c.cfg.MaxInflight > 0, strconv.Itoa(c.cfg.MaxInflight)},
+				{"--max-attempts", c.cfg.MaxAttempts > 0, strconv.Itoa(c.cfg.MaxAttempts)},
+				{"--retry-base", c.cfg.RetryBase > 0, c.cfg.RetryBase.String()},
+				{"--retry-max", c.cfg.RetryMax > 0, c.cfg.RetryMax.String()},
+			} {
+				if f.set {
+					args = append(args, f.flag, f.v)
+				}
+			}
+			c.MQTT2HTTP = append(c.MQTT2HTTP, c.lps(n, addr, "--admin-listen", args...))
+		}
+		if c.cfg.ConsumersLater {
+			return nil
+		}
+		return c.startTier(ctx, c.MQTT2HTTP...)
+
+	case topology.RoleHTTP2MQTT:
+		for _, n := range tier {
+			p, err := ListenProxy(c.BrokerAddr)
+			if err != nil {
+				return err
+			}
+			c.PublisherProxies = append(c.PublisherProxies, p)
+			c.HTTP2MQTT = append(c.HTTP2MQTT, c.lps(n, func(string) string { return p.Addr() }, "--listen"))
+		}
+		return c.startTier(ctx, c.HTTP2MQTT...)
+
+	case topology.RoleComp1:
+		proxy1 := listening(c.HTTP2MQTT)
+		for _, n := range tier {
+			c.Comp1 = append(c.Comp1, c.lps(n, func(svc string) string { return proxy1[svc] }, "--listen"))
+		}
+		return c.startTier(ctx, c.Comp1...)
+
+	default:
+		return fmt.Errorf("the plan has a role the fault suite cannot run: %q", role)
+	}
+}
+
+// lps makes the process of one service of the plan: the plan's command line, JSON logs, a
+// free loopback port on listenFlag (pinned after the first start) and readiness from /readyz
+// there. addr gives the address at which n reaches another service.
+func (c *Cluster) lps(n topology.Node, addr func(service string) string, listenFlag string, args ...string) *Process {
+	all := append(n.Args(addr), "--log-format", "json", listenFlag, "127.0.0.1:0")
 	all = append(all, args...)
-	all = append(all, c.cfg.ExtraArgs[role]...)
+	all = append(all, c.cfg.ExtraArgs[n.Role]...)
 	return NewProcess(ProcessConfig{
-		Name:    name,
+		Name:    n.Name,
 		Path:    c.cfg.Binary,
 		Args:    all,
-		LogPath: filepath.Join(c.cfg.Dir, name+".log"),
+		LogPath: filepath.Join(c.cfg.Dir, n.Name+".log"),
 		Pins:    []Pin{{Flag: listenFlag, Msg: "listening"}},
 		Ready:   HTTPReady(listenFlag, "/readyz"),
 	})
 }
 
 // startBroker starts the embedded broker or Mosquitto.
-func (c *Cluster) startBroker(ctx context.Context) error {
+func (c *Cluster) startBroker(ctx context.Context, n topology.Node) error {
 	if c.cfg.Broker == Embedded {
 		c.Broker = NewProcess(ProcessConfig{
-			Name: "broker",
+			Name: n.Name,
 			Path: c.cfg.Binary,
-			Args: append([]string{"broker", "--log-format", "json", "--service-name", "broker",
+			Args: append(append(n.Args(nil), "--log-format", "json",
 				"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
-				"--data-dir", filepath.Join(c.cfg.Dir, "broker-data")}, c.cfg.ExtraArgs["broker"]...),
-			LogPath: filepath.Join(c.cfg.Dir, "broker.log"),
+				"--data-dir", filepath.Join(c.cfg.Dir, "broker-data")), c.cfg.ExtraArgs[n.Role]...),
+			LogPath: filepath.Join(c.cfg.Dir, n.Name+".log"),
 			// The MQTT address is in the "started" line, the admin listener's in "listening".
 			Pins:  []Pin{{Flag: "--listen", Msg: "started"}, {Flag: "--admin-listen", Msg: "listening"}},
 			Ready: HTTPReady("--admin-listen", "/readyz"),
@@ -367,10 +394,10 @@ func (c *Cluster) startBroker(ctx context.Context) error {
 		return err
 	}
 	c.Broker = NewProcess(ProcessConfig{
-		Name:    "broker",
+		Name:    n.Name,
 		Path:    c.cfg.MosquittoPath,
 		Args:    []string{"-c", confPath},
-		LogPath: filepath.Join(c.cfg.Dir, "broker.log"),
+		LogPath: filepath.Join(c.cfg.Dir, n.Name+".log"),
 		Ready:   TCPReady(addr),
 	})
 	c.BrokerAddr = addr

@@ -10,6 +10,7 @@ import (
 
 	"github.com/lpsdev/lps/ledger"
 	"github.com/lpsdev/lps/loadgen"
+	"github.com/lpsdev/lps/topology"
 	"github.com/lpsdev/lps/transport"
 )
 
@@ -769,7 +770,7 @@ func Scenarios() []Scenario {
 					// Mosquitto has no declared queues and confirms a QoS 2 publish that matches
 					// no subscription (no 0x10 in its PUBREC); at QoS 1 its PUBACK says 0x10, and
 					// http2mqtt answers 503, so the load keeps the alarm. The README's advice.
-					cfg.ExtraArgs = withArgs(cfg.ExtraArgs, RoleHTTP2MQTT, "--qos", "1")
+					cfg.ExtraArgs = withArgs(cfg.ExtraArgs, topology.RoleHTTP2MQTT, "--qos", "1")
 				}
 			},
 			Inject: func(ctx context.Context, e *Env) error {

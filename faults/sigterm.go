@@ -10,21 +10,12 @@ import (
 	"time"
 
 	"github.com/lpsdev/lps/ledger"
-)
-
-// Role names, as the lps subcommands (and ClusterConfig.ExtraArgs) spell them.
-const (
-	RoleComp1     = "comp1"
-	RoleHTTP2MQTT = "http2mqtt"
-	RoleMQTT2HTTP = "mqtt2http"
-	RoleComp2     = "comp2"
-	RoleRastSim   = "rast-sim"
-	RoleBroker    = "broker"
+	"github.com/lpsdev/lps/topology"
 )
 
 // SigtermRoles are the roles of the LPS topology in the order an alarm passes them; each gets
 // a "sigterm-<role>" scenario.
-var SigtermRoles = []string{RoleComp1, RoleHTTP2MQTT, RoleMQTT2HTTP, RoleComp2, RoleRastSim, RoleBroker}
+var SigtermRoles = []string{topology.RoleComp1, topology.RoleHTTP2MQTT, topology.RoleMQTT2HTTP, topology.RoleComp2, topology.RoleRastSim, topology.RoleBroker}
 
 // Shutdown graces: how long a process of a role may take to stop after SIGTERM before it is
 // killed, as compose/lps.yml's stop_grace_period gives them (Docker sends SIGKILL then).
@@ -42,9 +33,9 @@ const (
 // ShutdownGrace is the shutdown grace of role.
 func ShutdownGrace(role string) time.Duration {
 	switch role {
-	case RoleMQTT2HTTP:
+	case topology.RoleMQTT2HTTP:
 		return MQTT2HTTPGrace
-	case RoleBroker:
+	case topology.RoleBroker:
 		return BrokerGrace
 	default:
 		return HTTPGrace
@@ -168,33 +159,33 @@ func holdPublishes(c *Cluster) func() {
 }
 
 var sigtermRoles = map[string]sigtermRole{
-	RoleComp1: {
+	topology.RoleComp1: {
 		title:    "one comp1 gets SIGTERM with requests in flight; the load fails over to the others; restarted after the fault",
 		victim:   one(func(c *Cluster) []*Process { return c.Comp1 }),
 		metric:   "lps_http_requests_in_flight",
 		hold:     holdPublishes,
 		stopping: httpStopping,
 	},
-	RoleHTTP2MQTT: {
+	topology.RoleHTTP2MQTT: {
 		title:    "one http2mqtt gets SIGTERM with publishes in flight, restarted after the fault",
 		victim:   one(func(c *Cluster) []*Process { return c.HTTP2MQTT }),
 		metric:   "lps_http_requests_in_flight",
 		hold:     holdPublishes,
 		stopping: httpStopping,
 	},
-	RoleMQTT2HTTP: {
+	topology.RoleMQTT2HTTP: {
 		title:       "one mqtt2http gets SIGTERM with forwards in flight (backend slowed), restarted after the fault",
 		victim:      one(func(c *Cluster) []*Process { return c.MQTT2HTTP }),
 		metric:      "lps_mqtt_inflight_forwards",
 		slowBackend: true,
 	},
-	RoleComp2: {
+	topology.RoleComp2: {
 		title:       "one comp2 gets SIGTERM with forwards in flight (backend slowed), restarted after the fault",
 		victim:      one(func(c *Cluster) []*Process { return c.Comp2 }),
 		metric:      "lps_http_requests_in_flight",
 		slowBackend: true,
 	},
-	RoleRastSim: {
+	topology.RoleRastSim: {
 		title:  "rast-sim (mascots2022 delays) gets SIGTERM with commands in flight, restarted after the fault",
 		victim: func(c *Cluster) *Process { return c.RastSim },
 		metric: "lps_http_requests_in_flight",
@@ -202,10 +193,10 @@ var sigtermRoles = map[string]sigtermRole{
 		// the signal; with the model's delays (about 35 ms at low load) commands are.
 		setup: func(cfg *ClusterConfig) {
 			cfg.ExtraArgs = cloneExtraArgs(cfg.ExtraArgs)
-			cfg.ExtraArgs[RoleRastSim] = append(cfg.ExtraArgs[RoleRastSim], "--model", "mascots2022")
+			cfg.ExtraArgs[topology.RoleRastSim] = append(cfg.ExtraArgs[topology.RoleRastSim], "--model", "mascots2022")
 		},
 	},
-	RoleBroker: {
+	topology.RoleBroker: {
 		title:  "the broker gets SIGTERM with forwards in flight (backend slowed), restarted on its data after the fault",
 		victim: func(c *Cluster) *Process { return c.Broker },
 		// Messages delivered and not yet acknowledged are what the broker must keep.
@@ -296,7 +287,7 @@ func (s *SigtermScenario) inject(ctx context.Context, e *Env, r sigtermRole) err
 		return err
 	}
 	start := time.Now()
-	if s.Role == RoleBroker {
+	if s.Role == topology.RoleBroker {
 		err = startBrokerAgain(ctx, e)
 	} else if err = c.Restart(ctx, victim); err == nil {
 		e.Note("restarted %s", victim.Name())
