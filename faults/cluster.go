@@ -631,38 +631,6 @@ func (c *Cluster) metrics(ctx context.Context, url string) (map[string]float64, 
 	return parseMetrics(body), nil
 }
 
-// parseMetrics sums the samples of each metric of a Prometheus text exposition.
-func parseMetrics(body []byte) map[string]float64 {
-	out := map[string]float64{}
-	for _, line := range strings.Split(string(body), "\n") {
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		i := strings.IndexAny(line, "{ ")
-		if i < 0 {
-			continue
-		}
-		name, rest := line[:i], line[i:]
-		if rest[0] == '{' {
-			end := strings.LastIndexByte(rest, '}')
-			if end < 0 {
-				continue
-			}
-			rest = rest[end+1:]
-		}
-		fields := strings.Fields(rest) // value, then an optional timestamp
-		if len(fields) == 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(fields[0], 64)
-		if err != nil {
-			continue
-		}
-		out[name] += v
-	}
-	return out
-}
-
 // Metric scrapes p's /metrics (on the address of its listen flag) and returns name's sum
 // over its labels.
 func (c *Cluster) Metric(ctx context.Context, p *Process, name string) (float64, error) {
