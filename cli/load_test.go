@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -19,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lpsdev/lps/internal/testutil"
 	"github.com/lpsdev/lps/ledger"
 	"github.com/lpsdev/lps/topology"
 	"github.com/lpsdev/lps/topology/topologytest"
@@ -158,7 +160,12 @@ func TestLoadAgainstTheBaseline(t *testing.T) {
 		}()
 		// Once rast-sim has alarms of the run, the command's signal handler is in place (an
 		// unhandled SIGUSR1 would end the test binary).
-		eventually(t, 30*time.Second, func() bool { return len(ofRun(top.Sim().Received(), "sig")) >= 10 })
+		testutil.Eventually(t, 30*time.Second, func() error {
+			if n := len(ofRun(top.Sim().Received(), "sig")); n < 10 {
+				return fmt.Errorf("rast-sim has %d alarms of the run, want at least 10", n)
+			}
+			return nil
+		})
 		if err := syscall.Kill(os.Getpid(), loadTestSignal); err != nil {
 			t.Fatal(err)
 		}
@@ -284,17 +291,5 @@ func TestLoadHelpNamesTheEnvironment(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("load help lacks %q", want)
 		}
-	}
-}
-
-// eventually waits until cond holds, failing the test after limit.
-func eventually(t *testing.T, limit time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %s", limit)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

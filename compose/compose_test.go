@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/lpsdev/lps/alarm"
+	"github.com/lpsdev/lps/internal/testutil"
 	"github.com/lpsdev/lps/roles/mqttbroker"
 	"github.com/lpsdev/lps/roles/rastsim"
 )
@@ -609,22 +610,25 @@ func (top *topology) waitHealthy(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), healthyTimeout)
 	defer cancel()
 	var last map[string]string
-	err := poll(ctx, func() (bool, error) {
+	err := testutil.Poll(ctx, pollEvery, func() error {
 		states, err := top.states(ctx)
 		if err != nil {
-			return false, err
+			return err
 		}
 		last = states
 		healthy := 0
 		for svc, st := range states {
 			if strings.HasPrefix(st, "Exited") || strings.HasPrefix(st, "Restarting") || strings.HasPrefix(st, "Dead") {
-				return false, fmt.Errorf("%s is %q", svc, st)
+				t.Fatalf("%v: waiting for %d healthy services: %s is %q; states %v", top.files, len(top.services), svc, st, states)
 			}
 			if strings.Contains(st, "(healthy)") {
 				healthy++
 			}
 		}
-		return healthy == len(top.services) && len(states) == len(top.services), nil
+		if healthy != len(top.services) || len(states) != len(top.services) {
+			return fmt.Errorf("%d of %d services healthy, %d containers", healthy, len(top.services), len(states))
+		}
+		return nil
 	})
 	if err != nil {
 		t.Fatalf("%v: waiting for %d healthy services: %v; states %v", top.files, len(top.services), err, last)
@@ -821,20 +825,24 @@ func (top *topology) verify(t *testing.T, ids []string, broker bool) {
 		}
 		return n
 	}
-	err := poll(ctx, func() (bool, error) {
+	err := testutil.Poll(ctx, pollEvery, func() error {
+		// rast-sim and the broker are never stopped; a failed poll is retried until the deadline.
 		got, err := rastsim.NewClient(top.sim, top.http).Received(ctx)
 		if err != nil {
-			return false, nil // rast-sim is never stopped; a failed poll is retried until the deadline
+			return fmt.Errorf("asking rast-sim: %w", err)
 		}
 		counts = got
 		if broker {
 			st, err := mqttbroker.NewClient(top.broker, top.http).Stats(ctx)
 			if err != nil {
-				return false, nil
+				return fmt.Errorf("asking the broker: %w", err)
 			}
 			depth = st.QueueDepth
 		}
-		return arrived() == len(ids) && (!broker || depth == 0), nil
+		if n := arrived(); n != len(ids) || (broker && depth != 0) {
+			return fmt.Errorf("%d of %d alarms at rast-sim, broker queue depth %d", n, len(ids), depth)
+		}
+		return nil
 	})
 	if err != nil {
 		t.Fatalf("waiting for delivery: %v: %d of %d alarms at rast-sim, broker queue depth %d", err, arrived(), len(ids), depth)
@@ -883,23 +891,6 @@ func (top *topology) checkLogFiles(t *testing.T) {
 		}
 		if perm := fi.Mode().Perm(); perm != 0o644 {
 			t.Errorf("log file of %s has mode %v, want -rw-r--r-- (0644)", svc, perm)
-		}
-	}
-}
-
-// poll calls cond every pollEvery until it reports done, fails, or ctx ends.
-func poll(ctx context.Context, cond func() (bool, error)) error {
-	t := time.NewTicker(pollEvery)
-	defer t.Stop()
-	for {
-		done, err := cond()
-		if err != nil || done {
-			return err
-		}
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			return ctx.Err()
 		}
 	}
 }

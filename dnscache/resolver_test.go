@@ -18,6 +18,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+
+	"github.com/lpsdev/lps/internal/testutil"
 )
 
 // fakeDNS answers lookups from a table that tests change while the Resolver runs, and counts
@@ -93,20 +95,6 @@ func testContext(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-// eventually polls cond until it holds or ctx ends.
-func eventually(t *testing.T, ctx context.Context, what string, cond func() bool) {
-	t.Helper()
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("waiting until %s: %v", what, ctx.Err())
-		case <-tick.C:
-		}
-	}
 }
 
 // startServer serves an HTTP server on l that answers every request with name, so that a test
@@ -581,7 +569,12 @@ func TestConcurrentMissesShareOneLookup(t *testing.T) {
 		}()
 	}
 	// Every caller has missed and is waiting (or is the one running the lookup).
-	eventually(t, ctx, "all callers missed", func() bool { return r.Stats().Misses == callers })
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if s := r.Stats(); s.Misses != callers {
+			return fmt.Errorf("%d of %d callers missed", s.Misses, callers)
+		}
+		return nil
+	})
 	close(release)
 	for range callers {
 		select {
@@ -639,7 +632,12 @@ func TestAbandonedLookupIsRetried(t *testing.T) {
 		}
 		waiter <- addrs
 	}()
-	eventually(t, ctx, "the waiter joined", func() bool { return r.Stats().Misses == 2 })
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if s := r.Stats(); s.Misses != 2 {
+			return fmt.Errorf("the waiter has not joined: %d misses, want 2", s.Misses)
+		}
+		return nil
+	})
 	cancelLeader()
 
 	for range 2 {

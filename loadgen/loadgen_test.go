@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/lpsdev/lps/alarm"
+	"github.com/lpsdev/lps/internal/testutil"
 	"github.com/lpsdev/lps/loadgen"
 	"github.com/lpsdev/lps/transport"
 )
@@ -190,13 +191,17 @@ func TestStopAndContext(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- l.Run(context.Background()) }()
-	for l.Stats().Acked < 5 {
+	testutil.Eventually(t, 10*time.Second, func() error {
 		select {
 		case err := <-done:
 			t.Fatalf("run ended early: %v", err)
-		case <-time.After(5 * time.Millisecond):
+		default:
 		}
-	}
+		if n := l.Stats().Acked; n < 5 {
+			return fmt.Errorf("%d alarms acked, want 5", n)
+		}
+		return nil
+	})
 	l.Stop()
 	select {
 	case err := <-done:

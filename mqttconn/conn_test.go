@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/lpsdev/lps/internal/testutil"
 	"github.com/lpsdev/lps/mqttconn"
 	"github.com/lpsdev/lps/mqttconn/mqtttest"
 	"github.com/lpsdev/lps/roles/mqttbroker"
@@ -142,7 +143,7 @@ func TestReconnectAfterBrokerRestart(t *testing.T) {
 		awaitReady(t, c)
 
 		b.Stop()
-		mqtttest.Eventually(t, 10*time.Second, func() error {
+		testutil.Eventually(t, 10*time.Second, func() error {
 			if c.Connected() {
 				return errors.New("still connected")
 			}

@@ -35,24 +35,3 @@ func fakeProc(t *testing.T, files map[string]string) string {
 	}
 	return root
 }
-
-// eventually polls cond until it returns nil or the deadline passes, and
-// fails the test with cond's last error then.
-func eventually(t *testing.T, deadline time.Duration, cond func() error) {
-	t.Helper()
-	timeout := time.NewTimer(deadline)
-	defer timeout.Stop()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		select {
-		case <-timeout.C:
-			t.Fatalf("condition not met within %v: %v", deadline, err)
-		case <-tick.C:
-		}
-	}
-}

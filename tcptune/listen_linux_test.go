@@ -15,6 +15,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/lpsdev/lps/internal/testutil"
 )
 
 // tcpListen is TCP_LISTEN of the kernel's include/net/tcp_states.h.
@@ -232,7 +234,7 @@ func TestListenOverflowIsCounted(t *testing.T) {
 	// The counters are the whole namespace's, so another process's
 	// overflow could raise them too; only a full queue of ours as well
 	// shows that ours overflowed.
-	eventually(t, 10*time.Second, func() error {
+	testutil.Eventually(t, 10*time.Second, func() error {
 		_, queued, err := diagListener(ln.Addr().(*net.TCPAddr))
 		if err != nil {
 			return err

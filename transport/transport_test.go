@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/lpsdev/lps/internal/testutil"
 )
 
 // listen opens a loopback listener for a test.
@@ -262,18 +264,14 @@ func TestGracefulShutdownFinishesRequestsInFlight(t *testing.T) {
 	stopped := make(chan error, 1)
 	go func() { stopped <- stop() }()
 	// New connections are refused once the shutdown began; wait for that before releasing.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testutil.Eventually(t, 10*time.Second, func() error { // polling the listener state; nothing to await
 		conn, err := net.DialTimeout("tcp", strings.TrimPrefix(url, "http://"), time.Second)
 		if err != nil {
-			break
+			return nil
 		}
 		conn.Close()
-		if time.Now().After(deadline) {
-			t.Fatal("listener still accepting after shutdown began")
-		}
-		time.Sleep(5 * time.Millisecond) // polling the listener state; nothing to await
-	}
+		return errors.New("listener still accepting after shutdown began")
+	})
 	close(release)
 	for range n {
 		r := <-results

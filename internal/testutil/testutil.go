@@ -17,21 +17,37 @@ import (
 )
 
 // Eventually polls cond every few milliseconds until it returns nil or timeout passes, then
-// fails the test with cond's last error.
+// fails the test with cond's last error. cond runs on the test's goroutine.
 func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(5 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var last error
+	if Poll(ctx, 5*time.Millisecond, func() error { last = cond(); return last }) != nil {
+		t.Fatalf("condition not met within %s: %v", timeout, last)
+	}
+}
+
+// Poll calls cond every interval until it returns nil or ctx ends, for the waits that need
+// their own pace or a context rather than a test (Eventually is Poll with a test). It returns
+// nil, or cond's last error together with ctx's. cond runs on the caller's goroutine, so a
+// test may give up at once by calling t.Fatal in it.
+func Poll(ctx context.Context, interval time.Duration, cond func() error) error {
+	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
 		err := cond()
 		if err == nil {
-			return
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %s: %v", timeout, err)
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w (%w)", err, context.Cause(ctx))
 		}
-		<-tick.C
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (%w)", err, context.Cause(ctx))
+		case <-tick.C:
+		}
 	}
 }
 

@@ -13,6 +13,8 @@ import (
 
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/lpsdev/lps/internal/testutil"
 )
 
 // Message is a message an observer received.
@@ -94,7 +96,7 @@ func Subscribe(t testing.TB, brokerURL string, filters ...string) *Subscriber {
 		cm.Disconnect(dctx)
 		cancel()
 	})
-	Eventually(t, 10*time.Second, func() error {
+	testutil.Eventually(t, 10*time.Second, func() error {
 		if s.subs.Load() == 0 {
 			return fmt.Errorf("observer not subscribed to %v at %s", filters, brokerURL)
 		}

@@ -24,8 +24,6 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
-
-	"github.com/lpsdev/lps/internal/testutil"
 )
 
 // Broker is a broker started by a test. It stops when the test ends.
@@ -299,12 +297,6 @@ func freeAddr(t testing.TB) string {
 func Each(t *testing.T, f func(t *testing.T, start func(t *testing.T) *Broker)) {
 	t.Run("embedded", func(t *testing.T) { f(t, func(t *testing.T) *Broker { return StartEmbedded(t) }) })
 	t.Run("mosquitto", func(t *testing.T) { f(t, func(t *testing.T) *Broker { return StartMosquitto(t) }) })
-}
-
-// Eventually is testutil.Eventually, re-exported for the bridges' tests.
-func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
-	t.Helper()
-	testutil.Eventually(t, timeout, cond)
 }
 
 // ctxFor returns a context that ends with the test or after d.
