@@ -298,41 +298,20 @@ func TestMetrics(t *testing.T) {
 		"lps_broker_messages_sent_total":         5,
 		"lps_broker_messages_acknowledged_total": 5,
 	} {
-		if got := gatherValue(t, reg, name); got != want {
+		if got := testutil.Metric(t, reg, name, nil); got != want {
 			t.Errorf("%s = %v, want %v", name, got, want)
 		}
 	}
-	if got := gatherValue(t, reg, "lps_broker_shared_deliveries_total"); got != 5 {
+	if got := testutil.Metric(t, reg, "lps_broker_shared_deliveries_total", nil); got != 5 {
 		t.Errorf("lps_broker_shared_deliveries_total = %v, want 5", got)
 	}
 
 	b.stop()
 	b2 := startBroker(t, Config{Registerer: reg})
-	if got := gatherValue(t, reg, "lps_broker_clients_connected"); got != 0 {
+	if got := testutil.Metric(t, reg, "lps_broker_clients_connected", nil); got != 0 {
 		t.Errorf("restarted broker: clients connected %v, want 0", got)
 	}
 	_ = b2
-}
-
-// gatherValue sums the samples of a metric family.
-func gatherValue(t *testing.T, g prometheus.Gatherer, name string) float64 {
-	t.Helper()
-	mfs, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		var sum float64
-		for _, m := range mf.GetMetric() {
-			sum += m.GetGauge().GetValue() + m.GetCounter().GetValue()
-		}
-		return sum
-	}
-	t.Fatalf("metric %s not gathered", name)
-	return 0
 }
 
 // TestAcksCarryNoPublishProperties: the PUBACK and PUBREC of a publish with

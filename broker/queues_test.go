@@ -191,7 +191,7 @@ func TestDeclaredQueueGroupIsKept(t *testing.T) {
 	if st := b.Stats(); st.Queues[legacyQueue.String()] != 1 || b.QueueDepth() != 1 {
 		t.Fatalf("stats %+v, depth %d; want 1 message in %s", st, b.QueueDepth(), legacyQueue)
 	}
-	if got := gatherValue(t, reg, "lps_broker_queue_messages"); got != 1 {
+	if got := testutil.Metric(t, reg, "lps_broker_queue_messages", nil); got != 1 {
 		t.Errorf("lps_broker_queue_messages = %v, want 1", got)
 	}
 	if got := promtest.ToFloat64(b.met.dropped.WithLabelValues("qos0_offline")); got != 1 {

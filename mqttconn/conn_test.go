@@ -125,10 +125,10 @@ func TestPublishReachesSubscriber(t *testing.T) {
 		if string(msgs[0].Payload) != "hello" || msgs[0].User["request_id"] != "r1" {
 			t.Errorf("observer got %q with user properties %v", msgs[0].Payload, msgs[0].User)
 		}
-		if got := metric(t, reg, "lps_mqtt_connects_total"); got != 1 {
+		if got := testutil.Metric(t, reg, "lps_mqtt_connects_total", nil); got != 1 {
 			t.Errorf("connects = %v, want 1", got)
 		}
-		if got := metric(t, reg, "lps_mqtt_connected"); got != 1 {
+		if got := testutil.Metric(t, reg, "lps_mqtt_connected", nil); got != 1 {
 			t.Errorf("connected = %v, want 1", got)
 		}
 	})
@@ -162,10 +162,10 @@ func TestReconnectAfterBrokerRestart(t *testing.T) {
 		if _, err := c.Publish(ctx, &paho.Publish{Topic: "x", QoS: 2}); err != nil {
 			t.Fatalf("Publish after reconnect: %v", err)
 		}
-		if got := metric(t, reg, "lps_mqtt_disconnects_total"); got != 1 {
+		if got := testutil.Metric(t, reg, "lps_mqtt_disconnects_total", nil); got != 1 {
 			t.Errorf("disconnects = %v, want 1", got)
 		}
-		if got := metric(t, reg, "lps_mqtt_connects_total"); got != 2 {
+		if got := testutil.Metric(t, reg, "lps_mqtt_connects_total", nil); got != 2 {
 			t.Errorf("connects = %v, want 2", got)
 		}
 	})
@@ -453,27 +453,6 @@ func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
 	pool := x509.NewCertPool()
 	pool.AddCert(leaf)
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
-}
-
-// metric sums the values of the counter or gauge family name in reg.
-func metric(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		var v float64
-		for _, m := range mf.GetMetric() {
-			v += m.GetCounter().GetValue() + m.GetGauge().GetValue()
-		}
-		return v
-	}
-	t.Fatalf("no metric %s", name)
-	return 0
 }
 
 // A Conn asked to stop while its SUBSCRIBE is unanswered stops at once: its subscribe loop

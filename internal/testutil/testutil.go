@@ -10,10 +10,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // Eventually polls cond every few milliseconds until it returns nil or timeout passes, then
@@ -107,29 +109,75 @@ func RefusedAddr(t testing.TB) string {
 }
 
 // Metric sums the samples of the metric called name in g whose labels include labels (nil:
-// all): counter and gauge values, and the sample counts of histograms.
+// all): counter, gauge and untyped values, and the sample counts of histograms and summaries.
+// A metric g does not have, or a label the metric does not have, fails the test. A vector
+// none of whose label values was used yet is not gathered, so when g is a Collector (a
+// *prometheus.Registry is) a name it describes counts as there, with 0.
 func Metric(t testing.TB, g prometheus.Gatherer, name string, labels map[string]string) float64 {
 	t.Helper()
 	mfs, err := g.Gather()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("gathering %s: %v", name, err)
 	}
-	var v float64
+	var names []string
 	for _, mf := range mfs {
 		if mf.GetName() != name {
+			names = append(names, mf.GetName())
 			continue
 		}
-	metrics:
+		var v float64
+		known := map[string]bool{}
 		for _, m := range mf.GetMetric() {
 			for _, lp := range m.GetLabel() {
-				if want, ok := labels[lp.GetName()]; ok && want != lp.GetValue() {
-					continue metrics
-				}
+				known[lp.GetName()] = true
 			}
-			v += m.GetCounter().GetValue() + m.GetGauge().GetValue() + float64(m.GetHistogram().GetSampleCount())
+			if hasLabels(m, labels) {
+				v += m.GetCounter().GetValue() + m.GetGauge().GetValue() + m.GetUntyped().GetValue() +
+					float64(m.GetHistogram().GetSampleCount()+m.GetSummary().GetSampleCount())
+			}
+		}
+		for l := range labels {
+			if !known[l] {
+				t.Fatalf("metric %s has no label %s", name, l)
+			}
+		}
+		return v
+	}
+	if c, ok := g.(prometheus.Collector); ok && describes(c, name) {
+		return 0
+	}
+	t.Fatalf("no metric %s; the gatherer has %s", name, strings.Join(names, ", "))
+	return 0
+}
+
+// hasLabels reports whether m has every label of labels, with its value.
+func hasLabels(m *dto.Metric, labels map[string]string) bool {
+	n := 0
+	for _, lp := range m.GetLabel() {
+		if want, ok := labels[lp.GetName()]; ok {
+			if want != lp.GetValue() {
+				return false
+			}
+			n++
 		}
 	}
-	return v
+	return n == len(labels)
+}
+
+// describes reports whether c describes a metric called name. A Desc tells its name only in
+// its String, `Desc{fqName: "name", ...`.
+func describes(c prometheus.Collector, name string) bool {
+	ch := make(chan *prometheus.Desc)
+	go func() {
+		c.Describe(ch)
+		close(ch)
+	}()
+	found := false
+	prefix := fmt.Sprintf("Desc{fqName: %q,", name)
+	for d := range ch {
+		found = found || strings.HasPrefix(d.String(), prefix)
+	}
+	return found
 }
 
 // BuildLPS builds the lps binary (static, as shipped) into a fresh temporary directory, for

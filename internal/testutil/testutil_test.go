@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // fatalRecorder is a testing.TB whose Fatal ends only the goroutine that called it, so that a
@@ -39,6 +41,52 @@ func fails(t *testing.T, f func(tb testing.TB)) string {
 	}()
 	<-done
 	return r.msg
+}
+
+func TestMetric(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	forwards := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "forwards_total", Help: "h"}, []string{"result", "conn"})
+	unused := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dead_letters_total", Help: "h"}, []string{"reason"})
+	inflight := prometheus.NewGauge(prometheus.GaugeOpts{Name: "in_flight", Help: "h"})
+	latency := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "latency_seconds", Help: "h"}, []string{"result"})
+	reg.MustRegister(forwards, unused, inflight, latency)
+	forwards.WithLabelValues("ok", "a").Add(3)
+	forwards.WithLabelValues("ok", "b").Add(4)
+	forwards.WithLabelValues("http_5xx", "a").Add(2)
+	inflight.Set(5)
+	latency.WithLabelValues("ok").Observe(1)
+	latency.WithLabelValues("ok").Observe(2)
+	latency.WithLabelValues("error").Observe(3)
+
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"forwards_total", nil, 9},
+		{"forwards_total", map[string]string{"result": "ok"}, 7},
+		{"forwards_total", map[string]string{"result": "ok", "conn": "b"}, 4},
+		{"forwards_total", map[string]string{"result": "timeout"}, 0},
+		{"in_flight", nil, 5},
+		{"latency_seconds", nil, 3},
+		{"latency_seconds", map[string]string{"result": "ok"}, 2},
+		{"dead_letters_total", nil, 0}, // registered, no label values used yet
+	} {
+		if got := Metric(t, reg, c.name, c.labels); got != c.want {
+			t.Errorf("Metric(%s, %v) = %g, want %g", c.name, c.labels, got, c.want)
+		}
+	}
+
+	if msg := fails(t, func(tb testing.TB) { Metric(tb, reg, "forward_total", nil) }); !strings.Contains(msg, "no metric forward_total") {
+		t.Errorf("a metric the registry does not have: failed with %q", msg)
+	}
+	if msg := fails(t, func(tb testing.TB) { Metric(tb, reg, "forwards_total", map[string]string{"reslt": "ok"}) }); !strings.Contains(msg, "no label reslt") {
+		t.Errorf("a label the metric does not have: failed with %q", msg)
+	}
+	// A Gatherer that is not a Collector cannot tell an unused vector from a name it lacks.
+	if msg := fails(t, func(tb testing.TB) { Metric(tb, prometheus.Gatherers{reg}, "dead_letters_total", nil) }); msg == "" {
+		t.Error("a metric a Gatherers did not gather: did not fail")
+	}
 }
 
 func TestEventually(t *testing.T) {

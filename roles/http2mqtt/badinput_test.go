@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/lpsdev/lps/alarm"
+	"github.com/lpsdev/lps/internal/testutil"
 	"github.com/lpsdev/lps/internal/testutil/badinput"
 	"github.com/lpsdev/lps/mqttconn/mqtttest"
 	"github.com/lpsdev/lps/roles/http2mqtt"
@@ -66,7 +67,7 @@ func TestBadInputIsRejectedAndNotPublished(t *testing.T) {
 	if want := `{"id":"0151","body":"after","request_id":"after-bad-input"}`; len(msgs) != 1 || string(msgs[0].Payload) != want {
 		t.Errorf("observer got %d messages, first %s; want only %s", len(msgs), msgs[0].Payload, want)
 	}
-	if n := metric(t, b.reg, "lps_mqtt_publishes_total", nil); n != 1 {
+	if n := testutil.Metric(t, b.reg, "lps_mqtt_publishes_total", nil); n != 1 {
 		t.Errorf("%v publishes, want 1", n)
 	}
 }

@@ -120,11 +120,6 @@ func wantJSONError(t *testing.T, a answer, status int, reasonContains string) {
 	}
 }
 
-func metric(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
-	t.Helper()
-	return testutil.Metric(t, reg, name, labels)
-}
-
 func TestPublishesAlarm(t *testing.T) {
 	mqtttest.Each(t, func(t *testing.T, start func(*testing.T) *mqtttest.Broker) {
 		broker := start(t)
@@ -159,10 +154,10 @@ func TestPublishesAlarm(t *testing.T) {
 		if err := json.Unmarshal(msg.Payload, &alarm); err != nil || alarm.RequestID != a.requestID || msg.User["request_id"] != a.requestID {
 			t.Errorf("published %s (user %v), want request_id %s", msg.Payload, msg.User, a.requestID)
 		}
-		if n := metric(t, b.reg, "lps_mqtt_publishes_total", map[string]string{"result": "ok"}); n != 2 {
+		if n := testutil.Metric(t, b.reg, "lps_mqtt_publishes_total", map[string]string{"result": "ok"}); n != 2 {
 			t.Errorf("publishes ok = %v, want 2", n)
 		}
-		if n := metric(t, b.reg, "lps_mqtt_publish_duration_seconds", nil); n != 2 {
+		if n := testutil.Metric(t, b.reg, "lps_mqtt_publish_duration_seconds", nil); n != 2 {
 			t.Errorf("publish latency samples = %v, want 2", n)
 		}
 	})
@@ -202,7 +197,7 @@ func TestPublishTimeoutIs504(t *testing.T) {
 	gate.Hold()
 	defer gate.Release()
 	wantJSONError(t, postAlarm(t, b, "1", "x", ""), http.StatusGatewayTimeout, "did not confirm")
-	if n := metric(t, b.reg, "lps_mqtt_publishes_total", map[string]string{"result": "timeout"}); n != 1 {
+	if n := testutil.Metric(t, b.reg, "lps_mqtt_publishes_total", map[string]string{"result": "timeout"}); n != 1 {
 		t.Errorf("publishes timeout = %v, want 1", n)
 	}
 }
@@ -254,7 +249,7 @@ func TestBrokerDown(t *testing.T) {
 		if msgs[len(msgs)-1].User["request_id"] != "req-up" {
 			t.Errorf("last message %s, want req-up", msgs[len(msgs)-1].Payload)
 		}
-		if n := metric(t, b.reg, "lps_mqtt_publishes_total", map[string]string{"result": "not_connected"}); n != 1 {
+		if n := testutil.Metric(t, b.reg, "lps_mqtt_publishes_total", map[string]string{"result": "not_connected"}); n != 1 {
 			t.Errorf("publishes not_connected = %v, want 1", n)
 		}
 	})
@@ -275,7 +270,7 @@ func TestHoldWhenDown(t *testing.T) {
 	go func() { answered <- postAlarm(t, b, "1", "held", "req-held") }()
 	// The request is held: it is in flight and unanswered while the broker is down.
 	testutil.Eventually(t, 10*time.Second, func() error {
-		if n := metric(t, b.reg, "lps_http_requests_in_flight", nil); n != 1 {
+		if n := testutil.Metric(t, b.reg, "lps_http_requests_in_flight", nil); n != 1 {
 			return fmt.Errorf("%v requests in flight", n)
 		}
 		return nil
@@ -412,7 +407,7 @@ func TestNoSubscriberIs503(t *testing.T) {
 	if m := obs.Wait(t, 1, 10*time.Second); m[0].User["request_id"] != "req-someone" {
 		t.Errorf("observer got %s", m[0].Payload)
 	}
-	if n := metric(t, b.reg, "lps_mqtt_publishes_total", map[string]string{"result": "no_subscribers"}); n != 1 {
+	if n := testutil.Metric(t, b.reg, "lps_mqtt_publishes_total", map[string]string{"result": "no_subscribers"}); n != 1 {
 		t.Errorf("publishes no_subscribers = %v, want 1", n)
 	}
 }
@@ -437,7 +432,7 @@ func TestAlarmsBeforeAnyConsumer(t *testing.T) {
 		})
 		other.awaitReady(t)
 		wantJSONError(t, postAlarm(t, other, "x", "x", fmt.Sprintf("req-nobody-qos%d", qos)), http.StatusServiceUnavailable, "no subscriber")
-		if c := metric(t, other.reg, "lps_mqtt_publishes_total", map[string]string{"result": "no_subscribers"}); c != 1 {
+		if c := testutil.Metric(t, other.reg, "lps_mqtt_publishes_total", map[string]string{"result": "no_subscribers"}); c != 1 {
 			t.Errorf("QoS %d: publishes no_subscribers = %v, want 1", qos, c)
 		}
 	}

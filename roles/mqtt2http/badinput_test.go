@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lpsdev/lps/internal/testutil"
 	"github.com/lpsdev/lps/internal/testutil/badinput"
 	"github.com/lpsdev/lps/mqttconn/mqtttest"
 	"github.com/lpsdev/lps/roles/mqtt2http"
@@ -94,7 +95,7 @@ func TestBadPayloadsAreDeadLettered(t *testing.T) {
 		if got := up.all(); len(got) != 1 || got[0].RequestID != "r-good" {
 			t.Errorf("upstream got %+v, want only the good alarm", got)
 		}
-		if n := metric(t, b.reg, "lps_mqtt_dead_letters_total", map[string]string{"reason": "undecodable"}); n != float64(len(cases)) {
+		if n := testutil.Metric(t, b.reg, "lps_mqtt_dead_letters_total", map[string]string{"reason": "undecodable"}); n != float64(len(cases)) {
 			t.Errorf("dead letters = %v, want %d", n, len(cases))
 		}
 		if status, body := get(t, b.admin+"/healthz"); status != http.StatusOK {

@@ -74,8 +74,8 @@ func TestEndToEnd(t *testing.T) {
 		elapsed := time.Since(began)
 		quiescent(t, n, consumers...)
 		exactlyOnce(t, up.okCounts(), ids)
-		d1 := metric(t, consumers[0].reg, "lps_mqtt_deliveries_total", nil)
-		d2 := metric(t, consumers[1].reg, "lps_mqtt_deliveries_total", nil)
+		d1 := testutil.Metric(t, consumers[0].reg, "lps_mqtt_deliveries_total", nil)
+		d2 := testutil.Metric(t, consumers[1].reg, "lps_mqtt_deliveries_total", nil)
 		t.Logf("%d alarms in %s; deliveries per consumer: %v, %v", n, elapsed.Round(time.Millisecond), d1, d2)
 	})
 }

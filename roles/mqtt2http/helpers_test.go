@@ -286,13 +286,6 @@ func probe(url string) (int, string, error) {
 	return resp.StatusCode, string(body), nil
 }
 
-// metric sums the samples of family name in reg whose labels include labels (histograms
-// count their observations).
-func metric(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
-	t.Helper()
-	return testutil.Metric(t, reg, name, labels)
-}
-
 // quiescent waits until every message the bridges received was handled and the broker has
 // nothing more for them: deliveries equal originals plus retries, and nothing is in flight.
 func quiescent(t *testing.T, originals int, bridges ...bridge) {
@@ -300,10 +293,10 @@ func quiescent(t *testing.T, originals int, bridges ...bridge) {
 	testutil.Eventually(t, 30*time.Second, func() error {
 		var deliveries, retries, inflight, dead float64
 		for _, b := range bridges {
-			deliveries += metric(t, b.reg, "lps_mqtt_deliveries_total", nil)
-			retries += metric(t, b.reg, "lps_mqtt_retries_total", nil)
-			inflight += metric(t, b.reg, "lps_mqtt_inflight_forwards", nil)
-			dead += metric(t, b.reg, "lps_mqtt_dead_letters_total", nil)
+			deliveries += testutil.Metric(t, b.reg, "lps_mqtt_deliveries_total", nil)
+			retries += testutil.Metric(t, b.reg, "lps_mqtt_retries_total", nil)
+			inflight += testutil.Metric(t, b.reg, "lps_mqtt_inflight_forwards", nil)
+			dead += testutil.Metric(t, b.reg, "lps_mqtt_dead_letters_total", nil)
 		}
 		if deliveries != float64(originals)+retries || inflight != 0 {
 			return fmt.Errorf("%v deliveries of %d originals and %v retries, %v in flight, %v dead letters", deliveries, originals, retries, inflight, dead)

@@ -55,10 +55,10 @@ func TestForwardsWithRequestID(t *testing.T) {
 			t.Errorf("no request id: forwarded %+v", got)
 		}
 		quiescent(t, 3, b)
-		if n := metric(t, b.reg, "lps_mqtt_forwards_total", map[string]string{"result": "ok"}); n != 3 {
+		if n := testutil.Metric(t, b.reg, "lps_mqtt_forwards_total", map[string]string{"result": "ok"}); n != 3 {
 			t.Errorf("forwards ok = %v, want 3", n)
 		}
-		if n := metric(t, b.reg, "lps_mqtt_forward_duration_seconds", nil); n != 3 {
+		if n := testutil.Metric(t, b.reg, "lps_mqtt_forward_duration_seconds", nil); n != 3 {
 			t.Errorf("forward latency samples = %v, want 3", n)
 		}
 	})
@@ -105,13 +105,13 @@ func TestRetryThenDeliveredOnce(t *testing.T) {
 		if n := len(up.all()); n != 3 {
 			t.Errorf("upstream saw %d requests, want 3 (two failures, one success)", n)
 		}
-		if n := metric(t, b.reg, "lps_mqtt_retries_total", nil); n != 2 {
+		if n := testutil.Metric(t, b.reg, "lps_mqtt_retries_total", nil); n != 2 {
 			t.Errorf("retries = %v, want 2", n)
 		}
-		if n := metric(t, b.reg, "lps_mqtt_forwards_total", map[string]string{"result": "http_5xx"}); n != 2 {
+		if n := testutil.Metric(t, b.reg, "lps_mqtt_forwards_total", map[string]string{"result": "http_5xx"}); n != 2 {
 			t.Errorf("forwards http_5xx = %v, want 2", n)
 		}
-		if n := metric(t, b.reg, "lps_mqtt_deliveries_total", map[string]string{"source": "retry"}); n != 2 {
+		if n := testutil.Metric(t, b.reg, "lps_mqtt_deliveries_total", map[string]string{"source": "retry"}); n != 2 {
 			t.Errorf("deliveries from retry = %v, want 2", n)
 		}
 	})
@@ -133,19 +133,19 @@ func TestUpstreamDownThenBack(t *testing.T) {
 		}
 		// The bridge saw the outage (and waits it out: TestOutageIsWaitedOut).
 		testutil.Eventually(t, 30*time.Second, func() error {
-			if g := metric(t, b.reg, "lps_mqtt_upstream_outage", nil); g != 1 {
+			if g := testutil.Metric(t, b.reg, "lps_mqtt_upstream_outage", nil); g != 1 {
 				return fmt.Errorf("outage gauge %v", g)
 			}
 			return nil
 		})
-		if ok := metric(t, b.reg, "lps_mqtt_forwards_total", map[string]string{"result": "ok"}); ok != 0 {
+		if ok := testutil.Metric(t, b.reg, "lps_mqtt_forwards_total", map[string]string{"result": "ok"}); ok != 0 {
 			t.Fatalf("%v forwards succeeded while the upstream was down", ok)
 		}
 		up.Start(t)
 		up.waitFor(t, 30*time.Second, "every alarm accepted", func(u *upstream) bool { return len(u.ok) == n })
 		quiescent(t, n, b)
 		exactlyOnce(t, up.okCounts(), ids)
-		if n := metric(t, b.reg, "lps_mqtt_dead_letters_total", nil); n != 0 {
+		if n := testutil.Metric(t, b.reg, "lps_mqtt_dead_letters_total", nil); n != 0 {
 			t.Errorf("%v dead letters", n)
 		}
 	})
@@ -210,7 +210,7 @@ func TestPoisonGoesToDeadLetter(t *testing.T) {
 		if got := up.all(); len(got) != 1 {
 			t.Errorf("upstream got %d requests, want only the good alarm", len(got))
 		}
-		if n := metric(t, b.reg, "lps_mqtt_dead_letters_total", map[string]string{"reason": "undecodable"}); n != float64(len(poison)) {
+		if n := testutil.Metric(t, b.reg, "lps_mqtt_dead_letters_total", map[string]string{"reason": "undecodable"}); n != float64(len(poison)) {
 			t.Errorf("dead letters = %v, want %d", n, len(poison))
 		}
 	})
@@ -242,10 +242,10 @@ func TestMaxAttemptsGoesToDeadLetter(t *testing.T) {
 		if n := len(up.all()); n != 3 {
 			t.Errorf("upstream saw %d attempts, want 3", n)
 		}
-		if n := metric(t, b.reg, "lps_mqtt_retries_total", nil); n != 2 {
+		if n := testutil.Metric(t, b.reg, "lps_mqtt_retries_total", nil); n != 2 {
 			t.Errorf("retries = %v, want 2", n)
 		}
-		if n := metric(t, b.reg, "lps_mqtt_dead_letters_total", map[string]string{"reason": "max_attempts"}); n != 1 {
+		if n := testutil.Metric(t, b.reg, "lps_mqtt_dead_letters_total", map[string]string{"reason": "max_attempts"}); n != 1 {
 			t.Errorf("dead letters = %v, want 1", n)
 		}
 	})
@@ -296,7 +296,7 @@ func TestMaxInflightRunsConcurrentForwards(t *testing.T) {
 				}
 				up.waitFor(t, 10*time.Second, fmt.Sprintf("%d concurrent forwards", inflight), func(u *upstream) bool { return u.inflight == inflight })
 				testutil.Eventually(t, 10*time.Second, func() error {
-					if g := metric(t, b.reg, "lps_mqtt_inflight_forwards", nil); g != float64(inflight) {
+					if g := testutil.Metric(t, b.reg, "lps_mqtt_inflight_forwards", nil); g != float64(inflight) {
 						return fmt.Errorf("inflight gauge %v", g)
 					}
 					return nil
@@ -304,7 +304,7 @@ func TestMaxInflightRunsConcurrentForwards(t *testing.T) {
 				// Both brokers honour the receive maximum [MQTT-3.3.4-9]: the rest waits in the
 				// broker, none in the bridge.
 				testutil.Eventually(t, 10*time.Second, func() error {
-					if q := metric(t, b.reg, "lps_mqtt_queued_messages", nil); q != 0 {
+					if q := testutil.Metric(t, b.reg, "lps_mqtt_queued_messages", nil); q != 0 {
 						return fmt.Errorf("%v messages queued in the bridge, want 0", q)
 					}
 					return nil
@@ -369,7 +369,7 @@ func TestShutdown(t *testing.T) {
 			if err := b.stop(); err != nil {
 				t.Fatal(err)
 			}
-			if n := metric(t, b.reg, "lps_mqtt_abandoned_total", nil); n != 1 {
+			if n := testutil.Metric(t, b.reg, "lps_mqtt_abandoned_total", nil); n != 1 {
 				t.Errorf("abandoned = %v, want 1", n)
 			}
 			release() // the abandoned request's answer comes too late to count
@@ -401,12 +401,12 @@ func TestFailedRepublishIsNotAcknowledged(t *testing.T) {
 	b := startBridge(t, broker.URL, up.URL, "consumer-1", nil)
 	mqtttest.Publish(t, broker.URL, "proxy1/message", alarmJSON("1", "x", "r-1"), nil)
 	testutil.Eventually(t, 10*time.Second, func() error {
-		if n := metric(t, b.reg, "lps_mqtt_republish_failures_total", nil); n < 3 {
+		if n := testutil.Metric(t, b.reg, "lps_mqtt_republish_failures_total", nil); n < 3 {
 			return fmt.Errorf("%v refused republishes", n)
 		}
 		return nil
 	})
-	if n := metric(t, b.reg, "lps_mqtt_retries_total", nil); n != 0 {
+	if n := testutil.Metric(t, b.reg, "lps_mqtt_retries_total", nil); n != 0 {
 		t.Errorf("retries = %v, want 0", n)
 	}
 	if err := b.stop(); err != nil {

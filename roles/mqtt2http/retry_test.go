@@ -42,13 +42,13 @@ func TestFailingAlarmHoldsNothing(t *testing.T) {
 		}
 		up.waitFor(t, 10*time.Second, "the healthy alarms", func(u *upstream) bool { return len(u.ok) == healthy })
 		testutil.Eventually(t, 10*time.Second, func() error {
-			if n := metric(t, b.reg, "lps_mqtt_acks_sent_total", map[string]string{"connection": "alarms"}); n != healthy+1 {
+			if n := testutil.Metric(t, b.reg, "lps_mqtt_acks_sent_total", map[string]string{"connection": "alarms"}); n != healthy+1 {
 				return fmt.Errorf("%v of %d alarms acknowledged", n, healthy+1)
 			}
 			return nil
 		})
 		exactlyOnce(t, up.okCounts(), ids)
-		if n := metric(t, b.reg, "lps_mqtt_retries_total", nil); n != 1 {
+		if n := testutil.Metric(t, b.reg, "lps_mqtt_retries_total", nil); n != 1 {
 			t.Errorf("retries = %v, want 1", n)
 		}
 		// The failing alarm waits for its retry: in the broker (delayed publish) or, on a broker
@@ -64,12 +64,12 @@ func TestFailingAlarmHoldsNothing(t *testing.T) {
 			})
 		}
 		testutil.Eventually(t, 10*time.Second, func() error {
-			if n := metric(t, b.reg, "lps_mqtt_held_retries", nil); n != held {
+			if n := testutil.Metric(t, b.reg, "lps_mqtt_held_retries", nil); n != held {
 				return fmt.Errorf("%v retries held in the bridge, want %v", n, held)
 			}
 			return nil
 		})
-		if n := metric(t, b.reg, "lps_mqtt_inflight_forwards", nil); n != 0 {
+		if n := testutil.Metric(t, b.reg, "lps_mqtt_inflight_forwards", nil); n != 0 {
 			t.Errorf("%v forwards in flight: the failing alarm holds a worker", n)
 		}
 	})
@@ -105,7 +105,7 @@ func TestForwardRateWhileOneAlarmKeepsFailing(t *testing.T) {
 		up.mu.Unlock()
 		t.Logf("%s: %d healthy alarms delivered in %s (%.0f/s, publishing included) while one alarm failed %d times",
 			broker.Name, healthy, took.Round(time.Millisecond), healthy/took.Seconds(), badTries)
-		if metric(t, b.reg, "lps_mqtt_upstream_outage", nil) != 0 {
+		if testutil.Metric(t, b.reg, "lps_mqtt_upstream_outage", nil) != 0 {
 			t.Error("one failing alarm among healthy ones was taken for an outage")
 		}
 	})
@@ -130,16 +130,16 @@ func TestOutageIsWaitedOut(t *testing.T) {
 		// Ten probes take at least 10 × 50 ms: time enough for the old bridge to take, fail and
 		// republish every alarm of the backlog several times.
 		testutil.Eventually(t, 30*time.Second, func() error {
-			if p := metric(t, b.reg, "lps_mqtt_outage_probes_total", nil); p < 10 {
+			if p := testutil.Metric(t, b.reg, "lps_mqtt_outage_probes_total", nil); p < 10 {
 				return fmt.Errorf("%v probes so far", p)
 			}
 			return nil
 		})
-		if g := metric(t, b.reg, "lps_mqtt_upstream_outage", nil); g != 1 {
+		if g := testutil.Metric(t, b.reg, "lps_mqtt_upstream_outage", nil); g != 1 {
 			t.Errorf("outage gauge = %v during the outage, want 1", g)
 		}
-		probes := metric(t, b.reg, "lps_mqtt_outage_probes_total", nil)
-		retries := metric(t, b.reg, "lps_mqtt_retries_total", nil)
+		probes := testutil.Metric(t, b.reg, "lps_mqtt_outage_probes_total", nil)
+		retries := testutil.Metric(t, b.reg, "lps_mqtt_retries_total", nil)
 		// Republished: the forwards that failed before the outage was called (at most the
 		// threshold plus those in flight then) and each failed probe.
 		if limit := probes + mqtt2http.DefaultOutageAfter + 2; retries > limit {
@@ -152,10 +152,10 @@ func TestOutageIsWaitedOut(t *testing.T) {
 		up.waitFor(t, 30*time.Second, "every alarm accepted", func(u *upstream) bool { return len(u.ok) == n })
 		quiescent(t, n, b)
 		exactlyOnce(t, up.okCounts(), ids)
-		if g := metric(t, b.reg, "lps_mqtt_upstream_outage", nil); g != 0 {
+		if g := testutil.Metric(t, b.reg, "lps_mqtt_upstream_outage", nil); g != 0 {
 			t.Errorf("outage gauge = %v after the upstream came back, want 0", g)
 		}
-		if d := metric(t, b.reg, "lps_mqtt_dead_letters_total", nil); d != 0 {
+		if d := testutil.Metric(t, b.reg, "lps_mqtt_dead_letters_total", nil); d != 0 {
 			t.Errorf("%v dead letters", d)
 		}
 	})
@@ -190,7 +190,7 @@ func TestStopWhileRetryPending(t *testing.T) {
 		if broker.Name == "mosquitto" {
 			// No delayed publish: the retry came back at once and waits in the bridge.
 			testutil.Eventually(t, 10*time.Second, func() error {
-				if h := metric(t, b.reg, "lps_mqtt_held_retries", nil); h != 1 {
+				if h := testutil.Metric(t, b.reg, "lps_mqtt_held_retries", nil); h != 1 {
 					return fmt.Errorf("%v retries held", h)
 				}
 				return nil
@@ -200,7 +200,7 @@ func TestStopWhileRetryPending(t *testing.T) {
 			t.Fatal(err)
 		}
 		if broker.Name == "mosquitto" {
-			if n := metric(t, b.reg, "lps_mqtt_handed_back_total", nil); n != 1 {
+			if n := testutil.Metric(t, b.reg, "lps_mqtt_handed_back_total", nil); n != 1 {
 				t.Errorf("handed back = %v, want the held retry", n)
 			}
 		}
@@ -234,10 +234,10 @@ func TestRetriesNeverEndByDefault(t *testing.T) {
 		up.waitFor(t, 30*time.Second, "the alarm accepted after 30 failures", func(u *upstream) bool { return u.ok["r-1"] == 1 })
 		quiescent(t, 1, b)
 		exactlyOnce(t, up.okCounts(), []string{"r-1"})
-		if d := metric(t, b.reg, "lps_mqtt_dead_letters_total", nil); d != 0 {
+		if d := testutil.Metric(t, b.reg, "lps_mqtt_dead_letters_total", nil); d != 0 {
 			t.Errorf("%v dead letters", d)
 		}
-		if r := metric(t, b.reg, "lps_mqtt_retries_total", nil); r != 30 {
+		if r := testutil.Metric(t, b.reg, "lps_mqtt_retries_total", nil); r != 30 {
 			t.Errorf("retries = %v, want 30", r)
 		}
 	})
@@ -278,7 +278,7 @@ func TestDelayedPublishModes(t *testing.T) {
 			})
 			mqtttest.Publish(t, broker.URL, "proxy1/message", alarmJSON("1", "x", "r-1"), nil)
 			testutil.Eventually(t, 10*time.Second, func() error {
-				if r := metric(t, b.reg, "lps_mqtt_retries_total", nil); r != 1 {
+				if r := testutil.Metric(t, b.reg, "lps_mqtt_retries_total", nil); r != 1 {
 					return fmt.Errorf("%v retries", r)
 				}
 				return nil
@@ -292,7 +292,7 @@ func TestDelayedPublishModes(t *testing.T) {
 				})
 			}
 			testutil.Eventually(t, 10*time.Second, func() error {
-				if h := metric(t, b.reg, "lps_mqtt_held_retries", nil); h != tc.held {
+				if h := testutil.Metric(t, b.reg, "lps_mqtt_held_retries", nil); h != tc.held {
 					return fmt.Errorf("%v retries held in the bridge, want %v", h, tc.held)
 				}
 				return nil
