@@ -2,6 +2,7 @@ package faults
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,7 +26,10 @@ lps_http_request_duration_seconds_bucket{code="503",le="+Inf"} 1
 lps_http_request_duration_seconds_sum{code="503"} 2
 lps_http_request_duration_seconds_count{code="503"} 1
 `)
-	m := parseMetrics(body)
+	m, err := parseMetrics(body)
+	if err != nil {
+		t.Fatal(err)
+	}
 	want := map[string]float64{
 		"lps_mqtt_inflight_forwards":              3,
 		"lps_mqtt_deliveries_total":               12.5,
@@ -48,11 +52,18 @@ lps_http_request_duration_seconds_count{code="503"} 1
 // TestParseMetricsStopsAtBadInput checks that input that is not the text format ends the
 // parsing without losing the metrics before it.
 func TestParseMetricsStopsAtBadInput(t *testing.T) {
-	m := parseMetrics([]byte("lps_mqtt_inflight_forwards 3\ngarbage\nlps_mqtt_held_retries 1\n"))
+	m, err := parseMetrics([]byte("lps_mqtt_inflight_forwards 3\ngarbage\nlps_mqtt_held_retries 1\n"))
+	if err == nil || !strings.Contains(err.Error(), "line 2") {
+		t.Errorf("err = %v, want one naming the bad line", err)
+	}
 	if m["lps_mqtt_inflight_forwards"] != 3 || m["lps_mqtt_held_retries"] != 0 {
 		t.Errorf("parsed %v, want lps_mqtt_inflight_forwards 3 (before the bad line) and nothing after it", m)
 	}
-	for name, v := range parseMetrics([]byte("not metrics at all")) {
+	m, err = parseMetrics([]byte("not metrics at all"))
+	if err == nil {
+		t.Error("garbage parsed without an error")
+	}
+	for name, v := range m {
 		if v != 0 {
 			t.Errorf("%s = %g parsed out of garbage", name, v)
 		}
@@ -83,7 +94,10 @@ func TestParseMetricsOfARegistry(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	m := parseMetrics(body.Bytes())
+	m, err := parseMetrics(body.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
 	for name, want := range map[string]float64{
 		"lps_http_requests_total":                 7,
 		"lps_http_requests_in_flight":             4,

@@ -4,12 +4,15 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/lpsdev/lps/topology"
 )
 
 // Mosquitto publishes its counters on $SYS every sys_interval (the cluster sets 1 s), retained,
@@ -121,4 +124,54 @@ func (w *sysWatcher) close() {
 	if c != nil {
 		_ = c.Disconnect(&paho.Disconnect{}) // the broker may be gone already
 	}
+}
+
+// startMosquitto starts Mosquitto as the cluster's broker n, with the persistence and limits
+// that the Mosquitto BrokerKind describes.
+func (c *Cluster) startMosquitto(ctx context.Context, n topology.Node) error {
+	// Mosquitto cannot tell which port it got, so the port is picked here: free a moment ago,
+	// and taken by Mosquitto within milliseconds. Another program could take it in between; a
+	// start then fails loudly (address in use), it cannot go wrong silently.
+	addr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	dir := filepath.Join(c.cfg.Dir, "mosquitto-data")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	conf := []string{
+		"listener " + port + " 127.0.0.1",
+		"allow_anonymous true",
+		"persistence true",
+		"persistence_location " + dir + "/",
+		"autosave_on_changes true", // see Mosquitto: snapshot after every change,
+		"autosave_interval " + strconv.Itoa(max(c.cfg.MosquittoAutosave, 1)), // the shortest window Mosquitto offers
+		"max_queued_messages 0", // no bound: a consumer's backlog is never dropped
+		"sys_interval 1",        // $SYS counters every second: how Drain sees Mosquitto's queue
+		"log_dest stderr",
+		"log_type error",
+		"log_type warning",
+		"log_type notice", // connections and disconnections, not every snapshot
+	}
+	if c.cfg.MosquittoDebug {
+		conf = append(conf, "log_type all")
+	}
+	if os.Geteuid() == 0 {
+		conf = append(conf, "user root") // else Mosquitto drops to a user who cannot write dir
+	}
+	confPath := filepath.Join(c.cfg.Dir, "mosquitto.conf")
+	if err := os.WriteFile(confPath, []byte(strings.Join(conf, "\n")+"\n"), 0o644); err != nil {
+		return err
+	}
+	c.Broker = NewProcess(ProcessConfig{
+		Name:    n.Name,
+		Path:    c.cfg.MosquittoPath,
+		Args:    []string{"-c", confPath},
+		LogPath: filepath.Join(c.cfg.Dir, n.Name+".log"),
+		Ready:   TCPReady(addr),
+	})
+	c.BrokerAddr = addr
+	return c.startTier(ctx, c.Broker)
 }
