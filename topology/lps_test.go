@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+
 	"github.com/lpsdev/lps/alarm"
 	"github.com/lpsdev/lps/internal/testutil"
 	"github.com/lpsdev/lps/mqttconn/mqtttest"
@@ -299,20 +302,12 @@ func dumpBridgeMetrics(t *testing.T, top *topology.Topology) {
 			continue
 		}
 		mfs, _ := reg.Gather()
-		var parts []string
+		var text strings.Builder
 		for _, mf := range mfs {
-			if !strings.HasPrefix(mf.GetName(), "lps_mqtt_") || mf.GetType().String() == "HISTOGRAM" {
-				continue
-			}
-			for _, m := range mf.GetMetric() {
-				v := m.GetCounter().GetValue() + m.GetGauge().GetValue()
-				var ls []string
-				for _, l := range m.GetLabel() {
-					ls = append(ls, l.GetName()+"="+l.GetValue())
-				}
-				parts = append(parts, fmt.Sprintf("%s{%s}=%.0f", mf.GetName(), strings.Join(ls, ","), v))
+			if strings.HasPrefix(mf.GetName(), "lps_mqtt_") && mf.GetType() != dto.MetricType_HISTOGRAM {
+				_, _ = expfmt.MetricFamilyToText(&text, mf)
 			}
 		}
-		t.Logf("%s: %s", s.Name, strings.Join(parts, " "))
+		t.Logf("%s:\n%s", s.Name, text.String())
 	}
 }

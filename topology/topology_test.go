@@ -10,9 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
-
+	"github.com/lpsdev/lps/internal/testutil"
 	"github.com/lpsdev/lps/topology"
 	"github.com/lpsdev/lps/topology/topologytest"
 	"github.com/lpsdev/lps/transport"
@@ -94,34 +92,6 @@ func TestBaselineDeliversEachAlarmExactlyOnce(t *testing.T) {
 	}
 }
 
-// requestsByProto sums lps_http_requests_total of reg by protocol.
-func requestsByProto(t *testing.T, reg prometheus.Gatherer) map[string]float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]float64{}
-	for _, mf := range mfs {
-		if mf.GetName() != "lps_http_requests_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			out[label(m, "proto")] += m.GetCounter().GetValue()
-		}
-	}
-	return out
-}
-
-func label(m *dto.Metric, name string) string {
-	for _, l := range m.GetLabel() {
-		if l.GetName() == name {
-			return l.GetValue()
-		}
-	}
-	return ""
-}
-
 func TestEveryHopSpeaksHTTP2WhenAsked(t *testing.T) {
 	for _, h2 := range []bool{false, true} {
 		t.Run(fmt.Sprintf("http2=%v", h2), func(t *testing.T) {
@@ -139,9 +109,10 @@ func TestEveryHopSpeaksHTTP2WhenAsked(t *testing.T) {
 				want = "HTTP/2.0"
 			}
 			for _, s := range top.Services {
-				got := requestsByProto(t, s.Registry())
-				if got[want] != n || len(got) != 1 {
-					t.Errorf("%s saw %v, want %d requests all %s", s.Name, got, n, want)
+				all := testutil.Metric(t, s.Registry(), "lps_http_requests_total", nil)
+				over := testutil.Metric(t, s.Registry(), "lps_http_requests_total", map[string]string{"proto": want})
+				if all != n || over != n {
+					t.Errorf("%s saw %v requests, %v of them over %s; want %d, all %s", s.Name, all, over, want, n, want)
 				}
 			}
 		})
