@@ -29,6 +29,7 @@ import (
 	"github.com/lpsdev/lps/internal/testutil"
 	"github.com/lpsdev/lps/roles/mqttbroker"
 	"github.com/lpsdev/lps/roles/rastsim"
+	topo "github.com/lpsdev/lps/topology"
 )
 
 const (
@@ -54,22 +55,32 @@ const (
 )
 
 var (
-	baselineServices = []string{
-		"ars-comp-1-1", "ars-comp-1-2", "ars-comp-1-3",
-		"ars-comp-2-1", "ars-comp-2-2", "ars-comp-2-3",
-		"ars-comp-3",
-	}
-	lpsServices = append(slices.Clone(baselineServices),
-		"proxy1-1", "proxy1-2", "proxy1-3",
-		"broker",
-		"proxy2-1", "proxy2-2", "proxy2-3",
-	)
+	// baselineServices and lpsServices are the services topology.Describe plans, which the
+	// compose files follow (TestComposeFilesFollowThePlan).
+	baselineServices = planned(topo.Baseline, nil)
+	lpsServices      = planned(topo.LPS, nil)
 	// lpsVolumes are the broker's queue and each comp2's dedup window.
 	lpsVolumes = []string{"broker-data", "comp2-1-dedup", "comp2-2-dedup", "comp2-3-dedup"}
 	// faultServices are stopped together in the LPS test: a comp2 and an mqtt2http that does
 	// not forward to it, so that proxy2-1 has to retry while proxy2-2's share moves elsewhere.
 	faultServices = []string{"ars-comp-2-1", "proxy2-2"}
 )
+
+// planned names the services of the compose files' topology of kind (three instances) that
+// keep accepts (nil: all), in the plan's start order.
+func planned(kind string, keep func(topo.Node) bool) []string {
+	plan, err := topo.Describe(kind, 3)
+	if err != nil {
+		panic(err) // the kinds are the package's own constants
+	}
+	var names []string
+	for _, n := range plan.Services {
+		if keep == nil || keep(n) {
+			names = append(names, n.Name)
+		}
+	}
+	return names
+}
 
 // Every file and overlay is valid for each compose command, without a warning, and has the
 // services and volumes the tests expect.
@@ -312,7 +323,7 @@ func TestWANOverlay(t *testing.T) {
 
 	t.Run("shaped baseline", func(t *testing.T) {
 		engines.each(t, func(t *testing.T, e *engine) {
-			shaped := baselineServices[:6] // not ars-comp-3
+			shaped := planned(topo.Baseline, func(n topo.Node) bool { return n.Role != topo.RoleRastSim })
 			top := e.up(t, image, baselineServices, []string{"LPS_WAN_PROFILE=corporate-wan"}, "baseline.yml", "baseline.wan.yml")
 			for _, svc := range baselineServices {
 				out, err := top.composeRun(ctx, "logs", "--no-color", svc)
