@@ -89,7 +89,8 @@ type Config struct {
 	// MaxOutstanding bounds the open model's alarms in progress; zero means
 	// DefaultMaxOutstanding.
 	MaxOutstanding int
-	// Prefix starts every Request-Id ("<prefix>-0000001"); "" means a random run id.
+	// Prefix starts every Request-Id ("<prefix>-0000001"); "" means a random run id. It may
+	// not make ids that start with BackgroundIDPrefix.
 	Prefix string
 	// Phones are the devices' phone numbers (device i has Phones[i%len]); nil means
 	// DefaultPhones.
@@ -159,6 +160,9 @@ func (c *Config) validate() error {
 		return errors.New("set exactly one of rate (open model) and devices (closed model)")
 	case c.Duration < 0 || c.Think < 0 || c.RetryInterval < 0 || c.RetryDeadline < 0 || c.MaxOutstanding < 0:
 		return errors.New("durations and bounds must not be negative")
+	case IsBackgroundID(c.Prefix + "-"):
+		// The ledgers leave background ids out; an alarm must never look like one.
+		return fmt.Errorf("prefix %q: alarm ids must not start with %q, the background's", c.Prefix, BackgroundIDPrefix)
 	}
 	return nil
 }
