@@ -174,8 +174,7 @@ type Cluster struct {
 
 	sys *sysWatcher // Mosquitto's queue depth, from $SYS (Drain's goroutine only)
 
-	mu       sync.Mutex
-	received map[int]map[string]int // rast-sim's received ids per run, from its log
+	received *SimReceived // what rast-sim received over its runs
 }
 
 // StartCluster starts the LPS topology that topology.Describe plans, tier by tier in the
@@ -192,7 +191,7 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (c *Cluster, err error
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("making the cluster directory: %w", err)
 	}
-	c = &Cluster{cfg: cfg, plan: plan, client: &http.Client{Timeout: 5 * time.Second}, received: map[int]map[string]int{}}
+	c = &Cluster{cfg: cfg, plan: plan, client: &http.Client{Timeout: 5 * time.Second}, received: NewSimReceived()}
 	defer func() {
 		if err != nil {
 			c.Close()
@@ -221,7 +220,8 @@ func (c *Cluster) startTierOf(ctx context.Context, tier []topology.Node) error {
 	switch role := tier[0].Role; role {
 	case topology.RoleRastSim:
 		c.RastSim = c.lps(tier[0], nil, "--listen", "--model", "none")
-		c.RastSim.cfg.OnLine = c.countReceived
+		c.RastSim.cfg.OnLine = c.received.OnLine
+		c.received.Track(c.RastSim)
 		if err := c.startTier(ctx, c.RastSim); err != nil {
 			return err
 		}

@@ -4,9 +4,7 @@ package faults
 // roles' counters. cluster.go starts it.
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -16,29 +14,6 @@ import (
 	"github.com/lpsdev/lps/roles/mqttbroker"
 	"github.com/lpsdev/lps/roles/rastsim"
 )
-
-// countReceived counts the alarms rast-sim logged as received ("UID: <id>, CMD-START ..."),
-// per run: what a run received survives its end, so that a scenario that restarts rast-sim
-// still sees everything.
-func (c *Cluster) countReceived(run int, line []byte) {
-	if !bytes.Contains(line, []byte("CMD-START")) {
-		return
-	}
-	var l struct {
-		RequestID string `json:"request_id"`
-	}
-	if json.Unmarshal(line, &l) != nil || l.RequestID == "" {
-		return
-	}
-	c.mu.Lock()
-	m := c.received[run]
-	if m == nil {
-		m = map[string]int{}
-		c.received[run] = m
-	}
-	m[l.RequestID]++
-	c.mu.Unlock()
-}
 
 // brokerStats is the embedded broker's state, from its admin API.
 func (c *Cluster) brokerStats(ctx context.Context) (mqttbroker.StatsBody, error) {
@@ -50,44 +25,15 @@ func (c *Cluster) sim() *rastsim.Client {
 	return rastsim.NewClient("http://"+c.RastSim.Arg("--listen"), c.client)
 }
 
-// Received is every Request-Id rast-sim received and how often, over all its runs: the
-// running one's from GET /stats/requests, the ended ones' from their logs.
+// Received is every Request-Id rast-sim received and how often, over all its runs (see
+// SimReceived).
 func (c *Cluster) Received(ctx context.Context) (map[string]int, error) {
-	run := c.RastSim.Run()
-	live := c.RastSim.Running()
-	out := map[string]int{}
-	if live {
-		var err error
-		if out, err = c.sim().Received(ctx); err != nil {
-			return nil, err
-		}
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for r, m := range c.received {
-		if live && r == run {
-			continue
-		}
-		for id, n := range m {
-			out[id] += n
-		}
-	}
-	return out, nil
+	return c.received.Received(ctx, c.sim())
 }
 
 // LoggedReceived is what rast-sim's logs say it received, over all its runs (Received's
 // cross-check).
-func (c *Cluster) LoggedReceived() map[string]int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := map[string]int{}
-	for _, m := range c.received {
-		for id, n := range m {
-			out[id] += n
-		}
-	}
-	return out
-}
+func (c *Cluster) LoggedReceived() map[string]int { return c.received.Logged() }
 
 // snapshot is the state Drain watches.
 type snapshot struct {
