@@ -148,6 +148,9 @@ type Background struct {
 	ok      atomic.Int64
 	failed  atomic.Int64
 	skipped atomic.Int64
+	// lastSend is when the last request was sent, in nanoseconds since the first: the span
+	// of Rate.
+	lastSend atomic.Int64
 
 	mu       sync.Mutex
 	seconds  []BackgroundSecond
@@ -211,6 +214,21 @@ func (b *Background) Stats() BackgroundStats {
 	ok, failed := b.ok.Load(), b.failed.Load()
 	sent := b.seq.Load()
 	return BackgroundStats{Sent: sent, OK: ok, Failed: failed, InFlight: sent - ok - failed, Skipped: b.skipped.Load()}
+}
+
+// Rate is the rate the requests went out at: those after the first over the time from the
+// first to the last (so a perfectly paced run gives Config.Rate); 0 before two were sent.
+// Skipped requests lower it, a sender that fell behind too.
+func (b *Background) Rate() float64 {
+	// lastSend is read first: a request is counted in seq before its time is stored, so seq
+	// read afterwards covers it (a later one would make the rate too high by one request at
+	// most, and only while the run goes on).
+	span := time.Duration(b.lastSend.Load())
+	n := b.seq.Load()
+	if n < 2 || span <= 0 {
+		return 0
+	}
+	return float64(n-1) / span.Seconds()
 }
 
 // Seconds returns, per second since Run started, what happened to the requests due in it:
@@ -309,6 +327,7 @@ func (b *Background) Run(ctx context.Context) error {
 			continue
 		}
 		n := b.seq.Add(1)
+		b.lastSend.Store(int64(time.Since(start)))
 		b.count(sec, func(s *BackgroundSecond) { s.Sent++ })
 		k := b.rng.IntN(len(b.urls))
 		id := fmt.Sprintf("%s-%07d", b.Prefix(), n)
@@ -316,15 +335,16 @@ func (b *Background) Run(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			b.send(ctx, sec, id, b.urls[k])
+			b.send(ctx, sec, id, k)
 		}()
 	}
 	wg.Wait()
 	return ctx.Err()
 }
 
-// send sends one request; ctx is Run's, so that Stop and Duration let it finish.
-func (b *Background) send(ctx context.Context, sec int, id, u string) {
+// send sends request id, command k; ctx is Run's, so that Stop and Duration let it finish.
+func (b *Background) send(ctx context.Context, sec int, id string, k int) {
+	u := b.urls[k]
 	_, err := b.cfg.Client.Post(transport.WithRequestID(ctx, id), u, "application/json", nil)
 	if err == nil {
 		b.ok.Add(1)
@@ -335,7 +355,7 @@ func (b *Background) send(ctx context.Context, sec int, id, u string) {
 	b.count(sec, func(s *BackgroundSecond) { s.Failed++ })
 	b.mu.Lock()
 	if b.firstErr == nil {
-		b.firstErr = fmt.Errorf("POST %s: %w", u, err)
+		b.firstErr = fmt.Errorf("%s: %w", b.names[k], err)
 	}
 	b.mu.Unlock()
 	if ce := b.cfg.Logger.Check(zapcore.DebugLevel, "background request failed"); ce != nil {

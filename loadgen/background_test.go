@@ -111,7 +111,8 @@ func TestBackgroundAgainstRastSim(t *testing.T) {
 
 	st := b.Stats()
 	measured := float64(st.Sent) / elapsed.Seconds()
-	t.Logf("sent %d in %s: %.1f requests/s (want %g); the first 100 took %s; stats %+v", st.Sent, elapsed.Round(time.Millisecond), measured, rate, first100.Round(time.Millisecond), st)
+	t.Logf("sent %d in %s: %.1f requests/s, Rate() %.2f/s (want %g); the first 100 took %s; stats %+v",
+		st.Sent, elapsed.Round(time.Millisecond), measured, b.Rate(), rate, first100.Round(time.Millisecond), st)
 	want := rate * duration.Seconds()
 	// The due times within the duration are exactly rate*duration; the loose bounds are on
 	// the wall clock, which a loaded machine stretches.
@@ -123,6 +124,9 @@ func TestBackgroundAgainstRastSim(t *testing.T) {
 	}
 	if measured < 0.5*rate || measured > 1.5*rate {
 		t.Errorf("measured %.1f requests/s, want about %g", measured, rate)
+	}
+	if r := b.Rate(); r < 0.5*rate || r > 1.5*rate {
+		t.Errorf("Rate() = %.1f requests/s, want about %g", r, rate)
 	}
 	if st.OK != st.Sent || st.Failed != 0 || st.InFlight != 0 || st.Skipped != 0 {
 		t.Errorf("stats %+v (first error %v): want every request answered OK", st, b.FirstError())
