@@ -11,13 +11,16 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
 	"github.com/lpsdev/lps/alarm"
+	"github.com/lpsdev/lps/config"
 	"github.com/lpsdev/lps/ledger"
 	"github.com/lpsdev/lps/loadgen"
 	"github.com/lpsdev/lps/roles/rastsim"
@@ -42,6 +45,11 @@ const (
 	// verifyFetchTimeout bounds one fetch of rast-sim's received ids.
 	verifyFetchTimeout = 30 * time.Second
 )
+
+// defaultRequestNames is the original's list of the legacy backend's commands, where the
+// project's shared data sits beside the repository (../shared/data beside a checkout run from
+// its top directory).
+var defaultRequestNames = filepath.Join("..", "shared", "data", "rast", "all_request_names.txt")
 
 // defaultLoadURLs are the three comp1 of `lps up` and of the compose files (ports 7081–7083).
 var defaultLoadURLs = []string{
@@ -68,7 +76,15 @@ type loadFlags struct {
 	verifyQuiet   time.Duration
 	out           string
 	progress      time.Duration
+	background    float64
+	backgroundURL string
+	requestNames  string
+	names         []string // read from requestNames by validate
 }
+
+// alarms reports whether the run sends alarms: without --rate and --devices only the
+// background runs.
+func (f *loadFlags) alarms() bool { return f.rate > 0 || f.devices > 0 }
 
 func (a *app) newLoadCmd() *cobra.Command {
 	var f loadFlags
@@ -84,12 +100,22 @@ Exactly one model: --rate N starts N alarms per second whatever the system does 
 latencies count from the intended start, so a stall cannot hide), --devices N runs N devices
 that each send an alarm, wait --think after its answer and repeat (closed model, the original).
 
+--background N adds the original experiments' background workload (N = 70 there): N requests
+per second, evenly paced, of commands drawn at random from --request-names (never the alarm
+command), POSTed straight to rast-sim at --background-url/<COMMAND> for the same --duration,
+without retries, at most ` + strconv.Itoa(loadgen.DefaultBackgroundMaxInFlight) + ` waiting for an answer (those due beyond are skipped and
+counted). Their Request-Ids are bg-<prefix>-0000001, …, which --verify leaves out. Given
+without --rate and --devices, only the background runs.
+
 A progress line goes to stderr every --progress, the summary to stdout. With --verify, rast-sim
 is asked afterwards which Request-Ids it received, and every acked alarm it lacks is lost.
-Exit status 1 when an alarm was lost or given up. Ctrl-C stops starting alarms and lets those in
-progress finish (within --retry-deadline); a second Ctrl-C abandons them.`,
+Exit status 1 when an alarm was lost or given up, or a background request failed or was skipped.
+Ctrl-C stops starting alarms and background requests and lets those in progress finish (alarms
+within --retry-deadline); a second Ctrl-C abandons them.`,
 		Example: `  lps load --rate 300 --duration 60s --verify http://127.0.0.1:<rast-sim port>
   lps load --devices 250 --duration 60s --out results/step-250
+  lps load --devices 250 --background 70 --background-url http://127.0.0.1:<rast-sim port> --request-names all_request_names.txt
+  lps load --background 70 --duration 10m --background-url http://127.0.0.1:<rast-sim port>   # the background alone
   LPS_URL=http://comp1-a:8080,http://comp1-b:8080 LPS_RATE=100 lps load`,
 		Args: cobra.NoArgs,
 	}
@@ -102,14 +128,17 @@ progress finish (within --retry-deadline); a second Ctrl-C abandons them.`,
 	fs.DurationVar(&f.retryInterval, "retry-interval", loadgen.DefaultRetryInterval, "pause before a failed alarm is tried again on the next URL")
 	fs.DurationVar(&f.retryDeadline, "retry-deadline", loadgen.DefaultRetryDeadline, "how long after the load stopped starting alarms the failing ones are still retried; then they are given up")
 	fs.DurationVar(&f.timeout, "timeout", loadgen.DefaultTimeout, "timeout of one request")
-	fs.StringVar(&f.prefix, "prefix", "", "Request-Id prefix, ids are <prefix>-0000001, … (empty: a random run id)")
-	fs.Uint64Var(&f.seed, "seed", 42, "seed of the branch draws (0: 42)")
+	fs.StringVar(&f.prefix, "prefix", "", "Request-Id prefix, ids are <prefix>-0000001, … and the background's bg-<prefix>-0000001, … (empty: a random run id; must not start with bg-)")
+	fs.Uint64Var(&f.seed, "seed", 42, "seed of the branch draws and of the background's command draws (0: 42)")
 	fs.BoolVar(&f.http2, "http2", false, "send the alarms as HTTP/2 over cleartext with prior knowledge")
 	fs.StringVar(&f.verify, "verify", "", "rast-sim's base URL: after the load, compare what it received (GET /stats/requests) with what was acked")
 	fs.DurationVar(&f.verifyTimeout, "verify-timeout", defaultVerifyTimeout, "with --verify, wait at most this long for rast-sim to receive every acked alarm")
 	fs.DurationVar(&f.verifyQuiet, "verify-quiet", defaultVerifyQuiet, "with --verify, stop waiting when nothing new arrived at rast-sim for this long")
 	fs.StringVar(&f.out, "out", "", "write the report to FILE.json and FILE.csv (a .json or .csv ending of FILE is dropped)")
 	fs.DurationVar(&f.progress, "progress", defaultProgress, "interval of the progress lines on stderr (0: none)")
+	fs.Float64Var(&f.background, "background", 0, "background workload: this many requests/s of random non-alarm commands straight to rast-sim (the original experiments: 70; 0: none); without --rate and --devices it runs alone")
+	fs.StringVar(&f.backgroundURL, "background-url", "", "rast-sim's base URL for --background (empty: --verify's URL)")
+	fs.StringVar(&f.requestNames, "request-names", defaultRequestNames, "with --background, the file of command names to draw from, one a line (the alarm command is left out)")
 	// A value the flag parser rejects (--rate abc) is an invalid value too: exit 2, as for
 	// the values validate rejects.
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &ConfigError{err} })
@@ -140,11 +169,14 @@ func (f *loadFlags) validate(cmd *cobra.Command) error {
 	}
 	f.urls = urls
 	rateSet, devicesSet := cmd.Flags().Changed("rate"), cmd.Flags().Changed("devices")
+	if !(f.background >= 0) || math.IsInf(f.background, 0) {
+		return fmt.Errorf("invalid --background %g: must be a number of requests per second, 0 for none", f.background)
+	}
 	switch {
 	case rateSet && devicesSet:
 		return errors.New("invalid --rate with --devices: set only one, --rate (open model) or --devices (closed model)")
-	case !rateSet && !devicesSet:
-		return errors.New("missing --rate or --devices: set one, --rate N alarms/s (open model) or --devices N (closed model)")
+	case !rateSet && !devicesSet && f.background == 0:
+		return errors.New("missing --rate or --devices: set one, --rate N alarms/s (open model) or --devices N (closed model); or --background N alone for the background workload")
 	case rateSet && (!(f.rate > 0) || math.IsInf(f.rate, 0)):
 		return fmt.Errorf("invalid --rate %g: must be a positive number of alarms per second", f.rate)
 	case devicesSet && f.devices <= 0:
@@ -178,6 +210,14 @@ func (f *loadFlags) validate(cmd *cobra.Command) error {
 			return fmt.Errorf("invalid --verify %q: %v", f.verify, err)
 		}
 	}
+	if loadgen.IsBackgroundID(f.prefix + "-") {
+		return fmt.Errorf("invalid --prefix %q: alarm ids must not start with %q, the background's", f.prefix, loadgen.BackgroundIDPrefix)
+	}
+	if f.background > 0 {
+		if err := f.validateBackground(cmd); err != nil {
+			return err
+		}
+	}
 	if f.out != "" {
 		f.out = strings.TrimSuffix(strings.TrimSuffix(f.out, ".json"), ".csv")
 		if fi, err := os.Stat(filepath.Dir(f.out)); err != nil || !fi.IsDir() {
@@ -185,6 +225,55 @@ func (f *loadFlags) validate(cmd *cobra.Command) error {
 		}
 	}
 	return nil
+}
+
+// validateBackground checks the flags of --background and reads the command names.
+func (f *loadFlags) validateBackground(cmd *cobra.Command) error {
+	if !f.alarms() {
+		// Both are about alarms; with none they would be silently empty.
+		for _, name := range []string{"verify", "out"} {
+			if cmd.Flags().Changed(name) {
+				return fmt.Errorf("invalid --%s with only --background: it reports on alarms; add --rate or --devices", name)
+			}
+		}
+	}
+	if f.backgroundURL == "" {
+		f.backgroundURL = f.verify // both are rast-sim's base URL
+	}
+	if f.backgroundURL == "" {
+		return errors.New("missing --background-url: rast-sim's base URL, where --background sends its commands")
+	}
+	if err := httpURL(f.backgroundURL); err != nil {
+		return fmt.Errorf("invalid --background-url %q: %v", f.backgroundURL, err)
+	}
+	if !cmd.Flags().Changed("request-names") {
+		if _, err := os.Stat(f.requestNames); err != nil {
+			wd, _ := os.Getwd()
+			return fmt.Errorf("missing --request-names: the default %s is not there (from %s); set --request-names FILE, the command names for --background", f.requestNames, wd)
+		}
+	}
+	names, err := loadgen.LoadNames(f.requestNames)
+	if err != nil {
+		return fmt.Errorf("invalid --request-names %q: %v", f.requestNames, err)
+	}
+	f.names = names
+	return nil
+}
+
+// backgroundFlag names the flag of a field of loadgen.BackgroundConfig.
+var backgroundFlag = map[string]string{"URL": "background-url", "Rate": "background", "Names": "request-names", "Run": "prefix", "Duration": "duration"}
+
+// backgroundFlagError turns NewBackground's *config.FieldError into the one-line error naming
+// the flag that sets the field; a command name's error names the file it came from.
+func backgroundFlagError(err error, f loadFlags) error {
+	var fe *config.FieldError
+	if !errors.As(err, &fe) || backgroundFlag[fe.Field] == "" {
+		return err
+	}
+	if fe.Field == "Names" {
+		return fmt.Errorf("invalid --request-names %q: %s (%v)", f.requestNames, fe.Reason, fe.Value)
+	}
+	return fmt.Errorf("invalid --%s %v: %s", backgroundFlag[fe.Field], fe.Value, fe.Reason)
 }
 
 // httpURL checks an http(s)://host[:port][/path] URL.
@@ -197,6 +286,12 @@ func httpURL(s string) error {
 		return errors.New("want http(s)://host:port[/path]")
 	}
 	return nil
+}
+
+// workloads are what one `lps load` runs: the alarms, the background, or both.
+type workloads struct {
+	load *loadgen.Load       // nil: only the background
+	bg   *loadgen.Background // nil: no background
 }
 
 // runLoad runs the load, prints progress and the summary, and verifies at rast-sim.
@@ -236,55 +331,77 @@ func (a *app) runLoad(cmd *cobra.Command, f loadFlags) error {
 		}
 	}
 
-	load, err := loadgen.New(loadgen.Config{
-		URLs:          f.urls,
-		Rate:          f.rate,
-		Devices:       f.devices,
-		Think:         f.think,
-		Duration:      f.duration,
-		RetryInterval: f.retryInterval,
-		RetryDeadline: f.retryDeadline,
-		Prefix:        f.prefix,
-		Seed:          f.seed,
-		Client:        &transport.Client{HTTP2: f.http2, Timeout: f.timeout},
-		Logger:        logger.Named("load"),
-	})
-	if err != nil {
-		return &ConfigError{err} // validate checked every field; kept for safety
+	var w workloads
+	var what []string
+	run := f.prefix // names the background's ids when there are no alarms
+	if f.alarms() {
+		w.load, err = loadgen.New(loadgen.Config{
+			URLs:          f.urls,
+			Rate:          f.rate,
+			Devices:       f.devices,
+			Think:         f.think,
+			Duration:      f.duration,
+			RetryInterval: f.retryInterval,
+			RetryDeadline: f.retryDeadline,
+			Prefix:        f.prefix,
+			Seed:          f.seed,
+			Client:        &transport.Client{HTTP2: f.http2, Timeout: f.timeout},
+			Logger:        logger.Named("load"),
+		})
+		if err != nil {
+			return &ConfigError{err} // validate checked every field; kept for safety
+		}
+		run = w.load.Prefix() // the background's ids are bg-<the alarms' prefix>-N
+		what = append(what, fmt.Sprintf("%s, to %s (Request-Id prefix %s)", alarmModel(f), strings.Join(f.urls, ", "), w.load.Prefix()))
 	}
-	model := fmt.Sprintf("open model, %g alarms/s", f.rate)
-	if f.devices > 0 {
-		model = fmt.Sprintf("closed model, %d devices, think %s", f.devices, f.think)
+	if f.background > 0 {
+		w.bg, err = loadgen.NewBackground(loadgen.BackgroundConfig{
+			URL:   f.backgroundURL,
+			Rate:  f.background,
+			Names: f.names,
+			Seed:  f.seed,
+			Run:   run,
+			// HTTP/1.1 whatever --http2 says: the background stands for the legacy clients,
+			// and the legacy backend speaks only HTTP/1.1.
+			Client:   &transport.Client{Timeout: f.timeout},
+			Duration: f.duration,
+			Logger:   logger.Named("background"),
+		})
+		if err != nil {
+			return &ConfigError{backgroundFlagError(err, f)}
+		}
+		what = append(what, fmt.Sprintf("background %g requests/s of %d commands, to %s (Request-Id prefix %s)",
+			f.background, len(w.bg.Names()), f.backgroundURL, w.bg.Prefix()))
 	}
-	howLong := ", for " + f.duration.String()
+	howLong := "for " + f.duration.String()
 	if f.duration == 0 {
-		howLong = ", until Ctrl-C"
+		howLong = "until Ctrl-C"
 	}
-	fmt.Fprintf(stderr, "lps load: %s%s, to %s (Request-Id prefix %s); Ctrl-C stops\n", model, howLong, strings.Join(f.urls, ", "), load.Prefix())
+	fmt.Fprintf(stderr, "lps load: %s, %s; Ctrl-C stops\n", strings.Join(what, "; "), howLong)
 
 	start := time.Now()
-	abandoned := runWithProgress(ctx, load, f, interrupts, stderr, start)
+	abandoned := runWithProgress(ctx, &w, f, interrupts, stderr, start)
 	elapsed := time.Since(start)
 	if err := ctx.Err(); err != nil {
-		printSummary(stdout, f, model, load, nil, elapsed)
+		printSummary(stdout, f, &w, nil, elapsed)
 		return fmt.Errorf("load ended early: %w", err)
 	}
 
 	var problems []string
 	var vr *verification
-	if v != nil && !abandoned {
-		if st := load.Stats(); st.Acked > 0 {
+	if v != nil && !abandoned && w.load != nil {
+		if st := w.load.Stats(); st.Acked > 0 {
 			fmt.Fprintf(stderr, "lps load: waiting up to %s for rast-sim to receive the %d acked alarms\n", f.verifyTimeout, st.Acked)
 		}
-		vr, err = v.await(ctx, load, f.verifyTimeout, f.verifyQuiet, interrupts)
+		vr, err = v.await(ctx, &w, f.verifyTimeout, f.verifyQuiet, interrupts)
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("verifying at rast-sim: %v", err))
 			vr = nil
 		}
 	}
-	report := printSummary(stdout, f, model, load, vr, elapsed)
+	report := printSummary(stdout, f, &w, vr, elapsed)
 
-	if f.out != "" {
+	if f.out != "" && w.load != nil {
 		if err := writeReport(f.out, report); err != nil {
 			problems = append(problems, err.Error())
 		} else {
@@ -292,27 +409,73 @@ func (a *app) runLoad(cmd *cobra.Command, f loadFlags) error {
 			fmt.Fprintf(stderr, "lps load: wrote %s.json and %s.csv\n", abs, abs)
 		}
 	}
-	if n := load.Stats().GivenUp; n > 0 {
-		problems = append(problems, fmt.Sprintf("%d alarms given up (never answered 2xx)", n))
+	if w.load != nil {
+		if n := w.load.Stats().GivenUp; n > 0 {
+			problems = append(problems, fmt.Sprintf("%d alarms given up (never answered 2xx)", n))
+		}
 	}
 	if vr != nil && report.Lost > 0 {
 		problems = append(problems, fmt.Sprintf("%d acked alarms lost (never received by rast-sim)", report.Lost))
 	}
+	problems = append(problems, backgroundProblems(w.bg)...)
 	if len(problems) > 0 {
 		return errors.New(strings.Join(problems, "; "))
 	}
 	return nil
 }
 
-// runWithProgress runs the load until it ends, printing a progress line every f.progress. The
-// first signal stops starting alarms, a second one abandons those in progress. It reports
-// whether they were abandoned: an operator who stopped the load still wants it verified, one
-// who abandoned it does not want to wait any more.
-func runWithProgress(ctx context.Context, load *loadgen.Load, f loadFlags, interrupts <-chan os.Signal, stderr io.Writer, start time.Time) (abandoned bool) {
+// alarmModel describes the alarms' model.
+func alarmModel(f loadFlags) string {
+	if f.devices > 0 {
+		return fmt.Sprintf("closed model, %d devices, think %s", f.devices, f.think)
+	}
+	return fmt.Sprintf("open model, %g alarms/s", f.rate)
+}
+
+// backgroundProblems are what makes a background run fail: a request that failed or was
+// skipped means rast-sim did not see the load the run was meant to put on it.
+func backgroundProblems(bg *loadgen.Background) []string {
+	if bg == nil {
+		return nil
+	}
+	var out []string
+	st := bg.Stats()
+	if st.Failed > 0 {
+		out = append(out, fmt.Sprintf("%d background requests failed (first: %v%s)", st.Failed, bg.FirstError(), notFoundHint(bg.FirstError())))
+	}
+	if st.Skipped > 0 {
+		out = append(out, fmt.Sprintf("%d background requests skipped (%d were waiting for rast-sim's answer)", st.Skipped, bg.MaxInFlight()))
+	}
+	return out
+}
+
+// notFoundHint explains a 404: rast-sim answers it for a command its mapping lacks, and its
+// default mapping knows only the alarm command.
+func notFoundHint(err error) string {
+	var se *transport.StatusError
+	if errors.As(err, &se) && se.Status == http.StatusNotFound {
+		return "; rast-sim knows only the commands of its --mapping: start it with --mapping gs_requests_mapping_prod_workload.json"
+	}
+	return ""
+}
+
+// runWithProgress runs the workloads until they end, printing a progress line every
+// f.progress. The first signal stops starting alarms and background requests, a second one
+// abandons those in progress. It reports whether they were abandoned: an operator who stopped
+// the load still wants it verified, one who abandoned it does not want to wait any more.
+func runWithProgress(ctx context.Context, w *workloads, f loadFlags, interrupts <-chan os.Signal, stderr io.Writer, start time.Time) (abandoned bool) {
 	runCtx, abandon := context.WithCancel(ctx)
 	defer abandon()
-	done := make(chan error, 1)
-	go func() { done <- load.Run(runCtx) }()
+	done := make(chan struct{}, 2)
+	pending := 0
+	if w.load != nil {
+		pending++
+		go func() { w.load.Run(runCtx); done <- struct{}{} }()
+	}
+	if w.bg != nil {
+		pending++
+		go func() { w.bg.Run(runCtx); done <- struct{}{} }()
+	}
 
 	var tick <-chan time.Time
 	if f.progress > 0 {
@@ -320,42 +483,72 @@ func runWithProgress(ctx context.Context, load *loadgen.Load, f loadFlags, inter
 		defer t.Stop()
 		tick = t.C
 	}
-	last, lastAt := loadgen.Stats{}, start
+	last, lastBg, lastAt := loadgen.Stats{}, loadgen.BackgroundStats{}, start
 	stopping := false
-	for {
+	for pending > 0 {
 		select {
 		case <-done:
-			return abandoned
+			pending--
 		case <-interrupts:
 			if !stopping {
 				stopping = true
-				load.Stop()
-				fmt.Fprintf(stderr, "lps load: stopping: no new alarms; the %d in progress get until the retry deadline (%s); interrupt again to abandon them\n",
-					load.Stats().Outstanding, f.retryDeadline)
+				var parts []string
+				if w.load != nil {
+					w.load.Stop()
+					parts = append(parts, fmt.Sprintf("no new alarms; the %d in progress get until the retry deadline (%s)", w.load.Stats().Outstanding, f.retryDeadline))
+				}
+				if w.bg != nil {
+					w.bg.Stop()
+					parts = append(parts, fmt.Sprintf("no new background requests; the %d in flight get their answer or --timeout", w.bg.Stats().InFlight))
+				}
+				fmt.Fprintf(stderr, "lps load: stopping: %s; interrupt again to abandon them\n", strings.Join(parts, "; "))
 				continue
 			}
 			abandoned = true
-			fmt.Fprintf(stderr, "lps load: abandoning the %d alarms in progress\n", load.Stats().Outstanding)
+			var parts []string
+			if w.load != nil {
+				parts = append(parts, fmt.Sprintf("the %d alarms in progress", w.load.Stats().Outstanding))
+			}
+			if w.bg != nil {
+				parts = append(parts, fmt.Sprintf("the %d background requests in flight", w.bg.Stats().InFlight))
+			}
+			fmt.Fprintf(stderr, "lps load: abandoning %s\n", strings.Join(parts, " and "))
 			abandon()
 		case now := <-tick:
-			st := load.Stats()
-			fmt.Fprintln(stderr, progressLine(now.Sub(start), st, last, now.Sub(lastAt), load.Ledger().Latency()))
-			last, lastAt = st, now
+			interval := now.Sub(lastAt)
+			var line string
+			if w.load != nil {
+				st := w.load.Stats()
+				line = progressLine(now.Sub(start), st, last, interval, w.load.Ledger().Latency())
+				last = st
+			} else {
+				line = fmt.Sprintf("lps load %6s: only the background", now.Sub(start).Round(100*time.Millisecond))
+			}
+			if w.bg != nil {
+				st := w.bg.Stats()
+				line += backgroundProgress(st, lastBg, interval)
+				lastBg = st
+			}
+			fmt.Fprintln(stderr, line)
+			lastAt = now
 		}
 	}
+	return abandoned
+}
+
+// perSecond is n over interval.
+func perSecond(n int64, interval time.Duration) float64 {
+	if interval <= 0 {
+		return 0
+	}
+	return float64(n) / interval.Seconds()
 }
 
 // progressLine is one line of progress: totals, the rates over the last interval, and the
 // latency percentiles so far.
 func progressLine(elapsed time.Duration, st, last loadgen.Stats, interval time.Duration, lat ledger.Latency) string {
-	per := func(n int64) float64 {
-		if interval <= 0 {
-			return 0
-		}
-		return float64(n) / interval.Seconds()
-	}
 	s := fmt.Sprintf("lps load %6s: started %d (%.1f/s), acked %d (%.1f/s), outstanding %d, failed tries +%d, given up %d",
-		elapsed.Round(100*time.Millisecond), st.Started, per(st.Started-last.Started), st.Acked, per(st.Acked-last.Acked),
+		elapsed.Round(100*time.Millisecond), st.Started, perSecond(st.Started-last.Started, interval), st.Acked, perSecond(st.Acked-last.Acked, interval),
 		st.Outstanding, st.Failures-last.Failures, st.GivenUp)
 	if lat.Count > 0 {
 		s += fmt.Sprintf(", latency p50 %s p99 %s", ledger.RoundDuration(lat.P50), ledger.RoundDuration(lat.P99))
@@ -363,30 +556,76 @@ func progressLine(elapsed time.Duration, st, last loadgen.Stats, interval time.D
 	return s
 }
 
+// backgroundProgress is the background's part of a progress line.
+func backgroundProgress(st, last loadgen.BackgroundStats, interval time.Duration) string {
+	return fmt.Sprintf("; background sent %d (%.1f/s), in flight %d, failed +%d, skipped +%d",
+		st.Sent, perSecond(st.Sent-last.Sent, interval), st.InFlight, st.Failed-last.Failed, st.Skipped-last.Skipped)
+}
+
 // printSummary prints the summary table and returns the ledger's report: compared with what
-// rast-sim received when vr is set, else without the backend's side.
-func printSummary(w io.Writer, f loadFlags, model string, load *loadgen.Load, vr *verification, elapsed time.Duration) ledger.Report {
-	st := load.Stats()
+// rast-sim received when vr is set, else without the backend's side. The background's rows
+// follow the alarms'.
+func printSummary(w io.Writer, f loadFlags, wl *workloads, vr *verification, elapsed time.Duration) ledger.Report {
 	var report ledger.Report
-	if vr != nil {
-		report = load.Ledger().Compare(vr.received)
-		report.Name = load.Prefix()
-	} else {
-		// Compare with nothing received counts every acked id as lost; unverified, nothing is.
-		report = load.Ledger().Compare(nil)
-		report.Lost, report.LostIDs = 0, nil
-		report.Name = load.Prefix() + " (not verified)"
+	if load := wl.load; load != nil {
+		st := load.Stats()
+		if vr != nil {
+			report = load.Ledger().Compare(vr.received)
+			report.Name = load.Prefix()
+		} else {
+			// Compare with nothing received counts every acked id as lost; unverified, nothing is.
+			report = load.Ledger().Compare(nil)
+			report.Lost, report.LostIDs = 0, nil
+			report.Name = load.Prefix() + " (not verified)"
+		}
+		run := ledger.Run{
+			Title:   fmt.Sprintf("%s, %s, %s", load.Prefix(), alarmModel(f), elapsed.Round(time.Millisecond)),
+			GivenUp: int(st.GivenUp),
+			Entries: load.Ledger().Entries(),
+		}
+		if vr != nil {
+			run.Verified, run.Waited, run.Why, run.Others = true, vr.waited, vr.why, vr.others
+		}
+		ledger.WriteTable(w, report, run)
 	}
-	run := ledger.Run{
-		Title:   fmt.Sprintf("%s, %s, %s", load.Prefix(), model, elapsed.Round(time.Millisecond)),
-		GivenUp: int(st.GivenUp),
-		Entries: load.Ledger().Entries(),
+	if bg := wl.bg; bg != nil {
+		writeBackgroundTable(w, f, wl, vr, elapsed)
 	}
-	if vr != nil {
-		run.Verified, run.Waited, run.Why, run.Others = true, vr.waited, vr.why, vr.others
-	}
-	ledger.WriteTable(w, report, run)
 	return report
+}
+
+// writeBackgroundTable writes the background's rows of the summary, in the table's two
+// columns.
+func writeBackgroundTable(w io.Writer, f loadFlags, wl *workloads, vr *verification, elapsed time.Duration) {
+	bg := wl.bg
+	st := bg.Stats()
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	if wl.load == nil {
+		fmt.Fprintf(tw, "run\t%s, only the background, %s\n", bg.Prefix(), elapsed.Round(time.Millisecond))
+	}
+	fmt.Fprintf(tw, "background sent\t%d\t%g requests/s of %d commands to %s\n", st.Sent, f.background, len(bg.Names()), f.backgroundURL)
+	pct := ""
+	if st.Sent > 0 {
+		pct = fmt.Sprintf("%.1f%%", 100*float64(st.OK)/float64(st.Sent))
+	}
+	fmt.Fprintf(tw, "background ok\t%d\t%s\n", st.OK, pct)
+	failed := fmt.Sprintf("background failed\t%d", st.Failed)
+	if err := bg.FirstError(); err != nil {
+		failed += fmt.Sprintf("\tfirst: %v", err)
+	}
+	fmt.Fprintln(tw, failed)
+	skipped := fmt.Sprintf("background skipped\t%d", st.Skipped)
+	if st.Skipped > 0 {
+		skipped += fmt.Sprintf("\t%d were waiting for an answer", bg.MaxInFlight())
+	}
+	fmt.Fprintln(tw, skipped)
+	if r := bg.Rate(); r > 0 {
+		fmt.Fprintf(tw, "background rate\t%.1f/s\tfrom the first send to the last\n", r)
+	}
+	if vr != nil {
+		fmt.Fprintf(tw, "background received\t%d\tdistinct ids at rast-sim, left out of the alarms' counts\n", vr.background)
+	}
+	tw.Flush()
 }
 
 // writeReport writes the report to out.json and out.csv with the ledger's writers.
@@ -431,8 +670,11 @@ type verification struct {
 	received map[string]int
 	// others counts the distinct ids of other runs or sources, left out of the comparison.
 	others int
-	waited time.Duration
-	why    string
+	// background counts the distinct ids of this run's background, also left out: they are
+	// not alarms (see loadgen.BackgroundIDPrefix).
+	background int
+	waited     time.Duration
+	why        string
 }
 
 // ofRun keeps the ids of the run with prefix.
@@ -449,7 +691,8 @@ func ofRun(all map[string]int, prefix string) map[string]int {
 // await polls rast-sim until it has every acked alarm of the load, nothing new arrived for
 // quiet, timeout passed or a signal came, and returns what it had then. It fails only when
 // rast-sim never answered.
-func (v *verifier) await(ctx context.Context, load *loadgen.Load, timeout, quiet time.Duration, interrupts <-chan os.Signal) (*verification, error) {
+func (v *verifier) await(ctx context.Context, w *workloads, timeout, quiet time.Duration, interrupts <-chan os.Signal) (*verification, error) {
+	load := w.load
 	var acked []string
 	for _, e := range load.Ledger().Entries() {
 		if e.Acked {
@@ -474,8 +717,13 @@ func (v *verifier) await(ctx context.Context, load *loadgen.Load, timeout, quiet
 			lastErr = err
 		}
 		if err == nil {
+			// The alarms' ids are "<prefix>-N", the background's "bg-<prefix>-N": ofRun never
+			// mixes them up, as an alarm prefix may not start with bg- (loadgen.Config.Prefix).
 			res = &verification{received: ofRun(all, load.Prefix())}
-			res.others = len(all) - len(res.received)
+			if w.bg != nil {
+				res.background = len(ofRun(all, w.bg.Prefix()))
+			}
+			res.others = len(all) - len(res.received) - res.background
 			res.waited = now.Sub(start)
 			missing, n := 0, 0
 			for _, id := range acked {

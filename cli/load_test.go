@@ -20,10 +20,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lpsdev/lps/alarm"
 	"github.com/lpsdev/lps/internal/testutil"
 	"github.com/lpsdev/lps/ledger"
+	"github.com/lpsdev/lps/loadgen"
+	"github.com/lpsdev/lps/roles/rastsim"
 	"github.com/lpsdev/lps/topology"
 	"github.com/lpsdev/lps/topology/topologytest"
+	"github.com/lpsdev/lps/transport"
 )
 
 // loadTestSignal stands in for Ctrl-C in the tests: sent to the test process itself, it
@@ -228,7 +232,12 @@ func TestLoadGivesUpOnARefusedURL(t *testing.T) {
 }
 
 func TestLoadInvalidConfiguration(t *testing.T) {
-	missing := filepath.Join(t.TempDir(), "no", "such", "dir", "x")
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "no", "such", "dir", "x")
+	names := writeFile(t, dir, "names.txt", "ID_GET_PLZ_LISTE\n")
+	emptyNames := writeFile(t, dir, "empty.txt", "\n \n")
+	alarmOnly := writeFile(t, dir, "alarm.txt", alarm.Command+"\n")
+	bg := []string{"--background", "50", "--background-url", "http://127.0.0.1:1"}
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -255,6 +264,21 @@ func TestLoadInvalidConfiguration(t *testing.T) {
 		{"bad verify", []string{"--rate", "1", "--verify", "rast-sim:1337"}, nil, "--verify"},
 		{"zero verify timeout", []string{"--rate", "1", "--verify-timeout", "0"}, nil, "--verify-timeout"},
 		{"out in a missing directory", []string{"--rate", "1", "--out", missing}, nil, "--out"},
+		{"alarm prefix of the background", []string{"--rate", "1", "--prefix", "bg"}, nil, "invalid --prefix"},
+		{"negative background", []string{"--background", "-1"}, nil, "--background -1"},
+		{"NaN background", []string{"--rate", "1", "--background", "NaN"}, nil, "--background NaN"},
+		{"background not a number", []string{"--background", "lots"}, nil, `"--background"`},
+		{"background without its URL", []string{"--background", "50", "--request-names", names}, nil, "missing --background-url"},
+		{"background URL from env is bad", []string{"--background", "50", "--request-names", names},
+			map[string]string{"LPS_BACKGROUND_URL": "rast-sim:1337"}, "invalid --background-url"},
+		{"background without a names file", bg, nil, "missing --request-names"},
+		{"background names file missing", append([]string{"--request-names", missing}, bg...), nil, "invalid --request-names"},
+		{"background names file empty", append([]string{"--request-names", emptyNames}, bg...), nil, "has no names"},
+		{"background names only the alarm", append([]string{"--request-names", alarmOnly}, bg...), nil, "invalid --request-names"},
+		{"verify with only the background", append([]string{"--request-names", names, "--verify", "http://127.0.0.1:1"}, bg...), nil,
+			"--verify with only --background"},
+		{"out with only the background", append([]string{"--request-names", names, "--out", filepath.Join(dir, "r")}, bg...), nil,
+			"--out with only --background"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errOut bytes.Buffer
@@ -266,6 +290,185 @@ func TestLoadInvalidConfiguration(t *testing.T) {
 			}
 		})
 	}
+}
+
+// writeFile writes content to dir/name and returns its path.
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// sharedData finds a file of the project's shared data (../shared/data/rast beside the
+// repository), or skips the test saying what is missing.
+func sharedData(t *testing.T, name string) string {
+	t.Helper()
+	p := filepath.Join("..", "..", "shared", "data", "rast", name)
+	if _, err := os.Stat(p); err != nil {
+		t.Skipf("shared data file %s not found (expected in ../shared/data/rast beside the repository): %v", name, err)
+	}
+	return p
+}
+
+// startProdSim starts rast-sim with the production request mapping, answering at once, until
+// the test ends; it returns the simulator and its base URL.
+func startProdSim(t *testing.T) (*rastsim.Sim, string) {
+	t.Helper()
+	cfg := rastsim.Config{Model: rastsim.ModelNone, MappingFile: sharedData(t, "gs_requests_mapping_prod_workload.json")}
+	cfg.Listener = testutil.Listen(t)
+	sim, err := rastsim.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Run(t, sim)
+	return sim, "http://" + sim.Addr().String()
+}
+
+// forwardingComp1 is a comp1 that passes every alarm straight on to rast-sim with its
+// Request-Id and answers what rast-sim answered.
+func forwardingComp1(t *testing.T, sim string) string {
+	t.Helper()
+	client := &transport.Client{Timeout: 10 * time.Second}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx := transport.WithRequestID(r.Context(), r.Header.Get(transport.RequestIDHeader))
+		if _, err := client.Post(ctx, sim+alarm.CommandPath, "application/json", []byte(`{"id":"1","body":"b"}`)); err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+func TestLoadBackground(t *testing.T) {
+	names := sharedData(t, "all_request_names.txt")
+
+	t.Run("alone", func(t *testing.T) {
+		sim, simURL := startProdSim(t)
+		code, stdout, stderr := runLoad(t, 30*time.Second, nil, "--background", "50", "--duration", "1s",
+			"--background-url", simURL, "--request-names", names, "--progress", "300ms")
+		if code != 0 {
+			t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+		}
+		t.Logf("stdout:\n%s", stdout)
+		// 50/s for 1 s is 50 requests due; none skipped against a simulator that answers at once.
+		for row, want := range map[string]int{"background sent": 50, "background ok": 50, "background failed": 0, "background skipped": 0} {
+			if got := summaryValue(t, stdout, row); got != want {
+				t.Errorf("%s = %d, want %d\n%s", row, got, want, stdout)
+			}
+		}
+		if !regexp.MustCompile(`(?m)^run\s+bg-\S+, only the background`).MatchString(stdout) || strings.Contains(stdout, "\nsent ") {
+			t.Errorf("summary is not of the background alone:\n%s", stdout)
+		}
+		m := regexp.MustCompile(`(?m)^background rate\s+([0-9.]+)/s`).FindStringSubmatch(stdout)
+		if m == nil {
+			t.Fatalf("no background rate:\n%s", stdout)
+		}
+		if rate, _ := strconv.ParseFloat(m[1], 64); rate < 25 || rate > 75 {
+			t.Errorf("background rate %g/s, want about 50", rate)
+		}
+		if !regexp.MustCompile(`(?m)^lps load +\S+: only the background; background sent \d+ \(.*in flight \d+, failed \+0, skipped \+0$`).MatchString(stderr) {
+			t.Errorf("no background progress line on stderr:\n%s", stderr)
+		}
+		counts := sim.Counts()
+		if _, ok := counts.ByCommand[alarm.Command]; ok || counts.Received != 50 || counts.Duplicates != 0 {
+			t.Errorf("rast-sim counts %+v: want 50 requests, none the alarm", counts)
+		}
+		for id := range sim.Received() {
+			if !loadgen.IsBackgroundID(id) {
+				t.Errorf("rast-sim got id %q, not a background id", id)
+			}
+		}
+	})
+
+	t.Run("alone stopped by a signal", func(t *testing.T) {
+		sim, simURL := startProdSim(t)
+		done := make(chan loadRun, 1)
+		go func() {
+			done <- execLoad(30*time.Second, nil, "--background", "100", "--duration", "0", "--prefix", "sig",
+				"--background-url", simURL, "--request-names", names)
+		}()
+		// Once rast-sim has requests of the run, the command's signal handler is in place (an
+		// unhandled SIGUSR1 would end the test binary).
+		testutil.Eventually(t, 20*time.Second, func() error {
+			if n := sim.Counts().Received; n < 10 {
+				return fmt.Errorf("rast-sim has %d background requests, want 10", n)
+			}
+			return nil
+		})
+		if err := syscall.Kill(os.Getpid(), loadTestSignal); err != nil {
+			t.Fatal(err)
+		}
+		r := <-done
+		if r.timedOut || r.code != 0 || !strings.Contains(r.stderr, "no new background requests") {
+			t.Fatalf("exit %d (timed out: %v)\nstdout:\n%s\nstderr:\n%s", r.code, r.timedOut, r.stdout, r.stderr)
+		}
+		sent := summaryValue(t, r.stdout, "background sent")
+		if sent < 10 || summaryValue(t, r.stdout, "background ok") != sent || sim.Counts().Received != sent {
+			t.Errorf("rast-sim got %d\n%s", sim.Counts().Received, r.stdout)
+		}
+		for id := range sim.Received() {
+			if !strings.HasPrefix(id, "bg-sig-") {
+				t.Errorf("id %q, want prefix bg-sig-", id)
+			}
+		}
+	})
+
+	t.Run("beside verified alarms", func(t *testing.T) {
+		sim, simURL := startProdSim(t)
+		comp1 := forwardingComp1(t, simURL)
+		// --background-url defaults to --verify's URL.
+		code, stdout, stderr := runLoad(t, 60*time.Second, nil, "--url", comp1, "--rate", "20", "--background", "50", "--duration", "1s",
+			"--prefix", "mix", "--request-names", names, "--verify", simURL)
+		if code != 0 {
+			t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+		}
+		t.Logf("stdout:\n%s", stdout)
+		sent := summaryValue(t, stdout, "sent")
+		if sent < 15 || sent > 25 {
+			t.Errorf("sent %d alarms in 1 s at 20/s", sent)
+		}
+		// The background's ids are neither this run's alarms (unknown, duplicated) nor other runs'.
+		for row, want := range map[string]int{"acked": sent, "received": sent, "lost": 0, "duplicated": 0, "unknown": 0,
+			"background sent": 50, "background ok": 50, "background received": 50} {
+			if got := summaryValue(t, stdout, row); got != want {
+				t.Errorf("%s = %d, want %d\n%s", row, got, want, stdout)
+			}
+		}
+		if strings.Contains(stdout, "other ids") {
+			t.Errorf("background ids counted as other runs':\n%s", stdout)
+		}
+		if !strings.Contains(stderr, "Request-Id prefix bg-mix") {
+			t.Errorf("stderr does not name the background's prefix:\n%s", stderr)
+		}
+		counts := sim.Counts()
+		if got := counts.ByCommand[alarm.Command].Received; got != sent {
+			t.Errorf("rast-sim got the alarm command %d times, want the %d alarms", got, sent)
+		}
+		if counts.Received != sent+50 {
+			t.Errorf("rast-sim got %d requests, want %d alarms and 50 background", counts.Received, sent)
+		}
+	})
+
+	t.Run("rast-sim without the mapping", func(t *testing.T) {
+		// The default mapping knows only the alarm: every background command is a 404, and the
+		// run says what to do about it.
+		cfg := rastsim.Config{Model: rastsim.ModelNone}
+		cfg.Listener = testutil.Listen(t)
+		sim, err := rastsim.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		testutil.Run(t, sim)
+		code, stdout, stderr := runLoad(t, 30*time.Second, nil, "--background", "20", "--duration", "200ms",
+			"--background-url", "http://"+sim.Addr().String(), "--request-names", names)
+		if code != 1 || summaryValue(t, stdout, "background failed") != 4 || !strings.Contains(stderr, "4 background requests failed") ||
+			!strings.Contains(stderr, "--mapping") {
+			t.Errorf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+		}
+	})
 }
 
 func TestLoadVerifyUnreachableFailsBeforeTheLoad(t *testing.T) {
@@ -287,7 +490,8 @@ func TestLoadVerifyUnreachableFailsBeforeTheLoad(t *testing.T) {
 func TestLoadHelpNamesTheEnvironment(t *testing.T) {
 	var out bytes.Buffer
 	Execute(NewRoot(Options{Stdout: &out, Stderr: &out, LookupEnv: env(nil)}), []string{"load", "--help"})
-	for _, want := range []string{"LPS_RATE", "LPS_DEVICES", "LPS_URL", "LPS_VERIFY", "http://127.0.0.1:7081/api/v1/simple", "Examples:"} {
+	for _, want := range []string{"LPS_RATE", "LPS_DEVICES", "LPS_URL", "LPS_VERIFY", "http://127.0.0.1:7081/api/v1/simple", "Examples:",
+		"LPS_BACKGROUND", "--background-url", "--request-names", "without --rate and --devices it runs alone"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("load help lacks %q", want)
 		}
