@@ -66,6 +66,9 @@ func TestEnvironmentFillsFlags(t *testing.T) {
 	}
 }
 
+// dataDir is the original's data beside the repository, which lps experiment reads.
+const dataDir = "../../shared/data/rast"
+
 func TestInvalidConfigurationStopsWithOneLineNamingTheFlag(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -102,6 +105,12 @@ func TestInvalidConfigurationStopsWithOneLineNamingTheFlag(t *testing.T) {
 		{"dead letters bad to", []string{"dead-letters", "--replay", "--to", "a/#"}, nil, "invalid --to"},
 		{"dead letters bad broker", []string{"dead-letters", "--broker", "http://x"}, nil, "invalid --broker"},
 		{"dead letters timeout", []string{"dead-letters", "--timeout", "0s"}, nil, "invalid --timeout"},
+		{"unknown experiment", []string{"experiment", "chaos"}, nil, `unknown experiment "chaos"`},
+		{"experiment topology", []string{"experiment", "failover", "--topology", "mesh"}, nil, "invalid --topology"},
+		{"experiment data", []string{"experiment", "failover", "--data", "/nonexistent"}, nil, "invalid --data"},
+		{"experiment time scale", []string{"experiment", "failover", "--data", dataDir, "--time-scale", "-1"}, nil, "invalid --time-scale -1"},
+		{"experiment target", []string{"experiment", "failover", "--data", dataDir, "--target", "k8s"}, nil, `invalid --target "k8s"`},
+		{"experiment steps", []string{"experiment", "performance", "--data", dataDir, "--max-steps", "-2"}, nil, "invalid --max-steps"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errOut bytes.Buffer
