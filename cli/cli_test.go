@@ -109,7 +109,7 @@ func TestInvalidConfigurationStopsWithOneLineNamingTheFlag(t *testing.T) {
 		{"experiment topology", []string{"experiment", "failover", "--topology", "mesh"}, nil, "invalid --topology"},
 		{"experiment data", []string{"experiment", "failover", "--data", "/nonexistent"}, nil, "invalid --data"},
 		{"experiment time scale", []string{"experiment", "failover", "--data", dataDir, "--time-scale", "-1"}, nil, "invalid --time-scale -1"},
-		{"experiment target", []string{"experiment", "failover", "--data", dataDir, "--target", "k8s"}, nil, `invalid --target "k8s"`},
+		{"experiment target", []string{"experiment", "failover", "--data", dataDir, "--target", "k8s"}, nil, `invalid --target "k8s": unknown target`},
 		{"experiment steps", []string{"experiment", "performance", "--data", dataDir, "--max-steps", "-2"}, nil, "invalid --max-steps"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -55,7 +55,9 @@ Every duration of the schedule is multiplied by --time-scale (1 = the original's
 	}
 	f := cmd.Flags()
 	f.StringVar(&topo, "topology", "both", "baseline, lps or both")
-	f.StringVar(&cfg.Target, "target", "local", "local: lps processes on loopback (compose: not yet)")
+	f.StringVar(&cfg.Target, "target", "local", "local: lps processes on loopback; compose: the compose files' containers through the Docker engine")
+	f.StringVar(&cfg.ComposeFiles, "compose-dir", "compose", "with --target compose: the folder of baseline.yml and lps.yml")
+	f.StringVar(&cfg.Image, "image", "lps:latest", "with --target compose: the lps image (make image)")
 	f.StringVar(&cfg.Out, "out", "", "report folder (default experiments/<kind>-<UTC time>)")
 	f.Uint64Var(&cfg.Seed, "seed", experiment.DefaultSeed, "seed of the fault schedule and the workload")
 	f.Float64Var(&cfg.TimeScale, "time-scale", experiment.DefaultTimeScale, "multiplies every duration of the schedule (1 = the original's)")

@@ -52,8 +52,11 @@ type Config struct {
 	Kind string
 	// Topologies are the topologies to run, in order; nil means baseline then LPS.
 	Topologies []string
-	// Target is "local" (the only one so far).
-	Target string
+	// Target is "local" (processes of Binary on loopback) or "compose" (the compose files in
+	// ComposeFiles, running Image, through the Docker engine).
+	Target       string
+	ComposeFiles string
+	Image        string
 	// Binary is the lps binary the topology runs as; "" means this process's executable.
 	Binary string
 	// Out is the folder of the report; required.
@@ -103,8 +106,14 @@ func (c *Config) defaults() error {
 	if c.Target == "" {
 		c.Target = "local"
 	}
-	if c.Target != "local" {
-		return config.Invalid("Target", c.Target, "not supported yet (want local)")
+	if c.Target != "local" && c.Target != "compose" {
+		return config.Invalid("Target", c.Target, "unknown target (want local or compose)")
+	}
+	if c.ComposeFiles == "" {
+		c.ComposeFiles = "compose"
+	}
+	if c.Image == "" {
+		c.Image = "lps:latest"
 	}
 	if c.Binary == "" {
 		exe, err := os.Executable()
@@ -204,10 +213,19 @@ func Run(ctx context.Context, cfg Config) (report.Experiment, error) {
 func runTopology(ctx context.Context, cfg *Config, kind string) (report.Run, error) {
 	dir := filepath.Join(cfg.Out, kind)
 	fmt.Fprintf(cfg.Progress, "%s: starting the topology (logs in %s)\n", kind, dir)
-	t, err := startLocal(ctx, localConfig{
-		Kind: kind, Binary: cfg.Binary, Dir: dir, Model: cfg.Model, Mapping: cfg.Mapping,
-		Faithful: cfg.Faithful, StartTimeout: time.Minute,
-	})
+	var t target
+	var err error
+	if cfg.Target == "compose" {
+		t, err = startCompose(ctx, composeConfig{
+			Kind: kind, Files: cfg.ComposeFiles, Image: cfg.Image, Dir: dir, Model: cfg.Model,
+			Mapping: cfg.Mapping, Faithful: cfg.Faithful, StartTimeout: 3 * time.Minute,
+		})
+	} else {
+		t, err = startLocal(ctx, localConfig{
+			Kind: kind, Binary: cfg.Binary, Dir: dir, Model: cfg.Model, Mapping: cfg.Mapping,
+			Faithful: cfg.Faithful, StartTimeout: time.Minute,
+		})
+	}
 	if err != nil {
 		return report.Run{}, err
 	}

@@ -31,8 +31,8 @@ type target interface {
 	SimURL() string
 	BrokerAdmin() string
 	Consumers() map[string]string
-	// Stop stops a service as `docker stop` does; Start starts it again and waits until it is
-	// ready.
+	// Stop stops a service as `docker stop` does; Start starts it again (a process: until it
+	// is ready; a container: as `docker start`, without waiting for its healthcheck).
 	Stop(ctx context.Context, service string) error
 	Start(ctx context.Context, service string) error
 	// Received is every Request-Id rast-sim received and how often, over all its runs.

@@ -1,0 +1,119 @@
+package experiment
+
+import (
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/lpsdev/lps/report"
+	"github.com/lpsdev/lps/topology"
+)
+
+// Verify checks what an experiment wrote into cfg.Out against what it measured: the LPS lost
+// and duplicated no alarm; every fault of the seeded schedule happened at its time (stopped
+// within late of it, started no earlier than planned); results.json parses and agrees with
+// the runs; report.html has each plot; each requests.csv has a line per alarm sent. It is
+// what the tests of both targets assert, and a researcher can run it on a finished run.
+func Verify(cfg Config, e report.Experiment, late time.Duration) error {
+	if err := cfg.defaults(); err != nil {
+		return err
+	}
+	var errs []error
+	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	for _, r := range e.Runs {
+		if r.Topology == topology.LPS && (r.Lost != 0 || r.Duplicated != 0 || r.Received != r.Acked) {
+			fail("lps: lost %d, duplicated %d, received %d of %d acknowledged", r.Lost, r.Duplicated, r.Received, r.Acked)
+		}
+		if e.Kind == Failover {
+			verifyFaults(fail, cfg, r, late)
+		}
+		verifyLedger(fail, cfg, r)
+	}
+	back, err := report.ReadResults(filepath.Join(cfg.Out, "results.json"))
+	switch {
+	case err != nil:
+		fail("%v", err)
+	case len(back.Runs) != len(e.Runs):
+		fail("results.json has %d runs, want %d", len(back.Runs), len(e.Runs))
+	default:
+		for i, r := range back.Runs {
+			w := e.Runs[i]
+			if r.Topology != w.Topology || r.Sent != w.Sent || r.Acked != w.Acked || r.Received != w.Received ||
+				r.Lost != w.Lost || r.Duplicated != w.Duplicated || r.GivenUp != w.GivenUp || len(r.Faults) != len(w.Faults) {
+				fail("results.json's %s run disagrees with the ledger: %d/%d/%d/%d/%d, want %d/%d/%d/%d/%d (sent/acked/received/lost/duplicated)",
+					r.Topology, r.Sent, r.Acked, r.Received, r.Lost, r.Duplicated, w.Sent, w.Acked, w.Received, w.Lost, w.Duplicated)
+			}
+		}
+	}
+	page, err := os.ReadFile(filepath.Join(cfg.Out, "report.html"))
+	if err != nil {
+		fail("%v", err)
+	}
+	for _, id := range PlotIDs(e) {
+		if !strings.Contains(string(page), `id="`+id+`"`) {
+			fail("report.html lacks the plot %q", id)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(cfg.Out, "summary.md")); err != nil {
+		fail("%v", err)
+	}
+	return errors.Join(errs...)
+}
+
+// PlotIDs are the HTML ids of the plots report.html must have for e.
+func PlotIDs(e report.Experiment) []string {
+	ids := []string{"cdf"}
+	for _, r := range e.Runs {
+		ids = append(ids, "latency-"+r.Topology, "throughput-"+r.Topology)
+		if r.Topology == topology.LPS {
+			ids = append(ids, "backlog", "consumers")
+		}
+	}
+	if e.Kind == Performance {
+		ids = append(ids, "steps")
+	}
+	return ids
+}
+
+func verifyFaults(fail func(string, ...any), cfg Config, r report.Run, late time.Duration) {
+	sched := FailoverSchedule(r.Topology, cfg.Seed, cfg.TimeScale)
+	if len(r.Faults) != len(sched.Faults) {
+		fail("%s: %d faults, want %d", r.Topology, len(r.Faults), len(sched.Faults))
+		return
+	}
+	near := func(a, b time.Duration) bool { return (a - b).Abs() < time.Microsecond } // Millis is a float
+	for i, f := range r.Faults {
+		p := sched.Faults[i]
+		if f.Service != p.Service || !near(f.PlannedStop.Sub(r.Start), p.Stop) || !near(f.Downtime.Duration(), p.Downtime) {
+			fail("%s: fault %d is %s at +%s for %s, want %s at +%s for %s", r.Topology, i, f.Service,
+				f.PlannedStop.Sub(r.Start), f.Downtime.Duration(), p.Service, p.Stop, p.Downtime)
+		}
+		if d := f.Stopped.Sub(f.PlannedStop); f.Stopped.IsZero() || d < 0 || d > late {
+			fail("%s: %s stopped %s after its time, want within %s", r.Topology, f.Service, d, late)
+		}
+		if d := f.Started.Sub(f.PlannedStart); f.Started.IsZero() || d < 0 || d > late+stopGrace {
+			fail("%s: %s started %s after its time", r.Topology, f.Service, d)
+		}
+	}
+}
+
+func verifyLedger(fail func(string, ...any), cfg Config, r report.Run) {
+	f, err := os.Open(filepath.Join(cfg.Out, r.Topology, "requests.csv"))
+	if err != nil {
+		fail("%v", err)
+		return
+	}
+	defer f.Close()
+	rows, err := csv.NewReader(f).ReadAll()
+	if err != nil {
+		fail("%s: requests.csv: %v", r.Topology, err)
+		return
+	}
+	if len(rows) != r.Sent+1 {
+		fail("%s: requests.csv has %d rows, want a header and %d alarms", r.Topology, len(rows), r.Sent)
+	}
+}
