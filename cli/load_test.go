@@ -302,22 +302,11 @@ func writeFile(t *testing.T, dir, name, content string) string {
 	return p
 }
 
-// sharedData finds a file of the project's shared data (../shared/data/rast beside the
-// repository), or skips the test saying what is missing.
-func sharedData(t *testing.T, name string) string {
-	t.Helper()
-	p := filepath.Join("..", "..", "shared", "data", "rast", name)
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("shared data file %s not found (expected in ../shared/data/rast beside the repository): %v", name, err)
-	}
-	return p
-}
-
 // startProdSim starts rast-sim with the production request mapping, answering at once, until
 // the test ends; it returns the simulator and its base URL.
 func startProdSim(t *testing.T) (*rastsim.Sim, string) {
 	t.Helper()
-	cfg := rastsim.Config{Model: rastsim.ModelNone, MappingFile: sharedData(t, "gs_requests_mapping_prod_workload.json")}
+	cfg := rastsim.Config{Model: rastsim.ModelNone, MappingFile: testutil.SharedData(t, "gs_requests_mapping_prod_workload.json")}
 	cfg.Listener = testutil.Listen(t)
 	sim, err := rastsim.New(cfg)
 	if err != nil {
@@ -343,7 +332,7 @@ func forwardingComp1(t *testing.T, sim string) string {
 }
 
 func TestLoadBackground(t *testing.T) {
-	names := sharedData(t, "all_request_names.txt")
+	names := testutil.SharedData(t, "all_request_names.txt")
 
 	t.Run("alone", func(t *testing.T) {
 		sim, simURL := startProdSim(t)

@@ -18,20 +18,10 @@ var lpsBin string
 
 func TestMain(m *testing.M) { testutil.MainWithLPS(m, &lpsBin, os.Getenv("LPS_EXPERIMENT_BIN")) }
 
-// data returns the original's data folder (../shared/data/rast beside the repository).
-func data(t *testing.T) string {
-	t.Helper()
-	dir := filepath.Join("..", "..", "shared", "data", "rast")
-	if _, err := os.Stat(dir); err != nil {
-		t.Skipf("no %s: the experiment's production mapping and command names", dir)
-	}
-	return dir
-}
-
 // tiny is an experiment on a schedule a test can wait for, with the defaults a user gets
 // otherwise (rast-sim's model on, the product's mqtt2http settings, the background workload).
 func tiny(t *testing.T, kind string) experiment.Config {
-	dir := data(t)
+	dir := testutil.SharedData(t, "")
 	names, err := loadgen.LoadNames(filepath.Join(dir, "all_request_names.txt"))
 	if err != nil {
 		t.Fatal(err)

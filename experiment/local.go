@@ -142,19 +142,7 @@ var FaithfulMQTT2HTTP = []string{"--max-inflight", "1", "--retry-base", "1s", "-
 func (l *local) startAll(ctx context.Context, ps []*faults.Process) error {
 	ctx, cancel := context.WithTimeout(ctx, l.cfg.StartTimeout)
 	defer cancel()
-	errs := make([]error, len(ps))
-	var wg sync.WaitGroup
-	for i, p := range ps {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := p.StartReady(ctx); err != nil {
-				errs[i] = fmt.Errorf("starting %s: %w\n%s", p.Name(), err, p.LogTail(10))
-			}
-		}()
-	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return faults.StartAll(ctx, ps...)
 }
 
 func (l *local) Plan() topology.Plan { return l.plan }

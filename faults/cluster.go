@@ -417,7 +417,18 @@ func freeAddr() (string, error) {
 func (c *Cluster) startTier(ctx context.Context, ps ...*Process) error {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.StartTimeout)
 	defer cancel()
-	return parallel(ctx, ps, func(ctx context.Context, p *Process) error { return p.StartReady(ctx) })
+	return StartAll(ctx, ps...)
+}
+
+// StartAll starts processes at once and waits until every one is ready; the first that
+// fails cancels the others' starts, and its error ends with the last lines it logged.
+func StartAll(ctx context.Context, ps ...*Process) error {
+	return parallel(ctx, ps, func(ctx context.Context, p *Process) error {
+		if err := p.StartReady(ctx); err != nil {
+			return fmt.Errorf("starting %s: %w\n%s", p.Name(), err, p.LogTail(10))
+		}
+		return nil
+	})
 }
 
 // Restart starts stopped processes again (on their ports) and waits until they are ready.

@@ -23,22 +23,11 @@ import (
 	"github.com/lpsdev/lps/transport"
 )
 
-// sharedData finds a file of the project's shared data (../shared/data/rast beside the
-// repository), or skips the test saying what is missing.
-func sharedData(t *testing.T, name string) string {
-	t.Helper()
-	p := filepath.Join("..", "..", "shared", "data", "rast", name)
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("shared data file %s not found (expected in ../shared/data/rast beside the repository): %v", name, err)
-	}
-	return p
-}
-
 // startSim starts rast-sim with the production request mapping, answering at once, until the
 // test ends; it returns the simulator and its base URL.
 func startSim(t *testing.T) (*rastsim.Sim, string) {
 	t.Helper()
-	cfg := rastsim.Config{Model: rastsim.ModelNone, MappingFile: sharedData(t, "gs_requests_mapping_prod_workload.json")}
+	cfg := rastsim.Config{Model: rastsim.ModelNone, MappingFile: testutil.SharedData(t, "gs_requests_mapping_prod_workload.json")}
 	cfg.Listener = testutil.Listen(t)
 	sim, err := rastsim.New(cfg)
 	if err != nil {
@@ -62,7 +51,7 @@ func runBackground(t *testing.T, b *loadgen.Background, limit time.Duration) tim
 
 func TestBackgroundAgainstRastSim(t *testing.T) {
 	sim, base := startSim(t)
-	names, err := loadgen.LoadNames(sharedData(t, "all_request_names.txt"))
+	names, err := loadgen.LoadNames(testutil.SharedData(t, "all_request_names.txt"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -215,3 +215,30 @@ func MainWithLPS(m *testing.M, bin *string, prebuilt string) {
 	cleanup()
 	os.Exit(code)
 }
+
+// SharedData is the path of a file of the original's data, which the workplace keeps beside
+// the repository (../shared/data/rast; the repository's files never copy it), found from the
+// module's root whichever package's test asks; "" names the folder. Without it the test is
+// skipped, saying what is missing.
+func SharedData(t testing.TB, name string) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			break
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("no go.mod above the test's folder")
+		}
+		dir = parent
+	}
+	p := filepath.Join(dir, "..", "shared", "data", "rast", name)
+	if _, err := os.Stat(p); err != nil {
+		t.Skipf("the original's data %s is not there (../shared/data/rast beside the repository): %v", name, err)
+	}
+	return p
+}

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,22 +16,6 @@ import (
 
 // testDeadline bounds every wait in these tests.
 const testDeadline = 10 * time.Second
-
-// sharedData finds a file of the project's shared data (../shared/data/rast beside the
-// repository), or skips the test with a clear message when it is not there.
-func sharedData(t *testing.T, name string) string {
-	t.Helper()
-	for _, p := range []string{
-		filepath.Join("..", "..", "..", "shared", "data", "rast", name),
-		filepath.Join("/work", "shared", "data", "rast", name),
-	} {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	t.Skipf("shared data file %s not found (expected in ../shared/data/rast beside the repository)", name)
-	return ""
-}
 
 // testSim is a Sim running on 127.0.0.1:0 for one test.
 type testSim struct {

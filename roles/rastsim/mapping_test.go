@@ -5,10 +5,12 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/lpsdev/lps/internal/testutil"
 )
 
 func TestLoadMappingProdWorkload(t *testing.T) {
-	f, err := os.Open(sharedData(t, "gs_requests_mapping_prod_workload.json"))
+	f, err := os.Open(testutil.SharedData(t, "gs_requests_mapping_prod_workload.json"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,8 @@ import (
 	"os"
 	"strconv"
 	"testing"
+
+	"github.com/lpsdev/lps/internal/testutil"
 )
 
 func TestPredict(t *testing.T) {
@@ -41,7 +43,7 @@ func TestPredict(t *testing.T) {
 
 // TestCoefficientsMatchPMML checks the built-in coefficients against the original's model file.
 func TestCoefficientsMatchPMML(t *testing.T) {
-	path := sharedData(t, "gs_model_LR_03-11-2022.pmml")
+	path := testutil.SharedData(t, "gs_model_LR_03-11-2022.pmml")
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,57 @@
+package compose
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lpsdev/lps/experiment"
+	"github.com/lpsdev/lps/internal/testutil"
+	"github.com/lpsdev/lps/loadgen"
+)
+
+// lps experiment --target compose: the failover experiment on a short schedule against the
+// compose files' containers of both topologies, with the assertions of the local target's
+// test (experiment.Verify): the LPS loses and duplicates nothing, every fault of the seeded
+// schedule happens at its time, and the report's files agree with the ledger.
+func TestExperimentCompose(t *testing.T) {
+	newEngines(t) // skips without an engine, fails under LPS_REQUIRE_DOCKER=1
+	image := buildImage(t)
+	data := testutil.SharedData(t, "")
+	names, err := loadgen.LoadNames(filepath.Join(data, "all_request_names.txt"))
+	if err != nil {
+		t.Skipf("the original's data: %v", err)
+	}
+	cfg := experiment.Config{
+		Kind: experiment.Failover, Target: "compose", ComposeFiles: ".", Image: image,
+		Out: t.TempDir(), TimeScale: 0.1, Devices: 20, Background: 20, RequestNames: names,
+		Mapping: filepath.Join(data, "gs_requests_mapping_prod_workload.json"), DrainTimeout: 3 * time.Minute,
+		Progress: logWriter{t},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	e, err := experiment.Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range e.Runs {
+		t.Logf("%s: sent=%d acked=%d received=%d lost=%d dup=%d p99=%.0fms drain=%.0fms λ=%.1f μ=%.1f consumers=%v",
+			r.Topology, r.Sent, r.Acked, r.Received, r.Lost, r.Duplicated, r.P99, r.Drain, r.Lambda, r.Mu, r.Consumers)
+		if r.Acked == 0 {
+			t.Errorf("%s: no alarm acknowledged", r.Topology)
+		}
+	}
+	// docker compose stop takes its own second or two before the container is down.
+	if err := experiment.Verify(cfg, e, 5*time.Second); err != nil {
+		t.Error(err)
+	}
+}
+
+type logWriter struct{ t *testing.T }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
