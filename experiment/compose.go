@@ -1,6 +1,7 @@
 package experiment
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lpsdev/lps/faults"
 	"github.com/lpsdev/lps/roles/mqtt2http"
 	"github.com/lpsdev/lps/roles/rastsim"
 	"github.com/lpsdev/lps/topology"
@@ -57,7 +59,7 @@ type composeTarget struct {
 	http     *http.Client
 
 	mu   sync.Mutex
-	seen map[string]int // what rast-sim received in its runs before the running one
+	seen map[string]int // what rast-sim received in its ended runs, from its log
 }
 
 // composeCommand finds the compose command: v2's plugin, else v1's docker-compose.
@@ -254,27 +256,45 @@ func (c *composeTarget) known(service string) error {
 	return nil
 }
 
-// Stop stops a service's container (docker stop: SIGTERM, SIGKILL after 10 s). rast-sim's
-// counts live in its memory: what it received so far is kept first.
+// Stop stops a service's container (docker stop: SIGTERM, SIGKILL after 10 s). rast-sim
+// counts in memory, and answers the commands in flight after SIGTERM: what its ended runs
+// received is read from its log file once it is down.
 func (c *composeTarget) Stop(ctx context.Context, service string) error {
 	if err := c.known(service); err != nil {
 		return err
 	}
-	if n, _ := c.plan.Node(service); n.Role == topology.RoleRastSim {
-		got, err := rastsim.NewClient(c.sim, c.http).Received(ctx)
-		if err != nil {
-			return fmt.Errorf("reading what rast-sim received before stopping it: %w", err)
-		}
-		c.mu.Lock()
-		for id, k := range got {
-			c.seen[id] += k
-		}
-		c.mu.Unlock()
-	}
 	if out, err := c.compose(ctx, "stop", "-t", strconv.Itoa(int(stopGrace/time.Second)), service); err != nil {
 		return fmt.Errorf("compose stop %s: %w\n%s", service, err, out)
 	}
+	if n, _ := c.plan.Node(service); n.Role == topology.RoleRastSim {
+		seen, err := c.logged(service)
+		if err != nil {
+			return fmt.Errorf("reading what %s received: %w", service, err)
+		}
+		c.mu.Lock()
+		c.seen = seen
+		c.mu.Unlock()
+	}
 	return nil
+}
+
+// logged is what a rast-sim service's log files (every run, rotated ones too) say it received.
+func (c *composeTarget) logged(service string) (map[string]int, error) {
+	files, err := filepath.Glob(filepath.Join(c.cfg.Dir, "logs", service+"*.log"))
+	if err != nil || len(files) == 0 {
+		return nil, fmt.Errorf("no log file of %s in %s (%v)", service, filepath.Join(c.cfg.Dir, "logs"), err)
+	}
+	r := faults.NewSimReceived()
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		for line := range bytes.Lines(data) {
+			r.OnLine(0, line)
+		}
+	}
+	return r.Logged(), nil
 }
 
 func (c *composeTarget) Start(ctx context.Context, service string) error {
@@ -297,7 +317,7 @@ func (c *composeTarget) Received(ctx context.Context) (map[string]int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for id, k := range c.seen {
-		got[id] += k
+		got[id] += k // the running one's log is not read: its API is exact and cheaper
 	}
 	return got, nil
 }
