@@ -47,7 +47,7 @@ performance: steps of --step more devices, --step-duration each, until a step's 
 response time exceeds 10 s or its maximum 30 s (or --max-steps).
 
 Every duration of the schedule is multiplied by --time-scale (1 = the original's).`,
-		Example: `  lps experiment failover                      # both topologies, about two minutes
+		Example: `  lps experiment failover                      # both topologies, about 75 s
   lps experiment failover --time-scale 1       # the original's full length
   lps experiment performance --topology lps --max-steps 4`,
 		Args:      cobra.ExactArgs(1),

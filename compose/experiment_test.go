@@ -43,8 +43,7 @@ func TestExperimentCompose(t *testing.T) {
 			t.Errorf("%s: no alarm acknowledged", r.Topology)
 		}
 	}
-	// docker compose stop takes its own second or two before the container is down.
-	if err := experiment.Verify(cfg, e, 5*time.Second); err != nil {
+	if err := experiment.Verify(cfg, e, 500*time.Millisecond); err != nil {
 		t.Error(err)
 	}
 }

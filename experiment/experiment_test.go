@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -69,7 +70,6 @@ func TestFailoverBothTopologies(t *testing.T) {
 
 func TestPerformanceSteps(t *testing.T) {
 	cfg := tiny(t, experiment.Performance)
-	cfg.Topologies = []string{topology.LPS}
 	cfg.TimeScale = 0.05 // one-second steps
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -77,17 +77,57 @@ func TestPerformanceSteps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := e.Runs[0]
-	if len(r.Steps) != 2 || r.Steps[0].Devices != 5 || r.Steps[1].Devices != 10 {
-		t.Fatalf("steps %+v, want 5 then 10 devices", r.Steps)
-	}
-	for _, s := range r.Steps {
-		if s.Acked == 0 || s.Stopped {
-			t.Errorf("step of %d devices: %d acked, stopped %v; want alarms and no stop at this load", s.Devices, s.Acked, s.Stopped)
+	for _, r := range e.Runs {
+		if len(r.Steps) != 2 || r.Steps[0].Devices != 5 || r.Steps[1].Devices != 10 {
+			t.Fatalf("%s: steps %+v, want 5 then 10 devices", r.Topology, r.Steps)
+		}
+		for _, s := range r.Steps {
+			if s.Acked == 0 || s.Stopped {
+				t.Errorf("%s: step of %d devices: %d acked, stopped %v; want alarms and no stop at this load", r.Topology, s.Devices, s.Acked, s.Stopped)
+			}
 		}
 	}
 	if err := experiment.Verify(cfg, e, 0); err != nil {
 		t.Error(err)
+	}
+}
+
+// The open-model ramp: --rate R runs steps of R, 2R, ... alarms per second.
+func TestPerformanceRateRamp(t *testing.T) {
+	cfg := tiny(t, experiment.Performance)
+	cfg.Topologies = []string{topology.LPS}
+	cfg.TimeScale, cfg.Rate, cfg.Faithful = 0.05, 20, true
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	e, err := experiment.Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := e.Runs[0]
+	if len(r.Steps) != 2 || r.Steps[0].Rate != 20 || r.Steps[1].Rate != 40 || r.Steps[0].Devices != 0 {
+		t.Fatalf("steps %+v, want 20 then 40 alarms/s", r.Steps)
+	}
+	// One second at 20/s, one at 40/s: about 60 alarms; a busy machine's late timers stretch a
+	// step, never the rate.
+	if r.Sent < 40 || r.Sent > 120 {
+		t.Errorf("%d alarms sent, want about 60", r.Sent)
+	}
+	if !e.Faithful {
+		t.Error("the report does not say the run was faithful")
+	}
+	if err := experiment.Verify(cfg, e, 0); err != nil {
+		t.Error(err)
+	}
+	// --faithful reached every mqtt2http's command line.
+	for _, n := range []string{"proxy2-1", "proxy2-2", "proxy2-3"} {
+		log, err := os.ReadFile(filepath.Join(cfg.Out, topology.LPS, n+".log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The product's default retry doubles up to 10 s; the original's is a fixed second.
+		if !regexp.MustCompile(`"max_inflight":1,.*"retry_base":("1s"|1),"retry_max":("1s"|1)`).Match(log) {
+			t.Errorf("%s did not start with the original's settings; its log:\n%s", n, log[:min(len(log), 2000)])
+		}
 	}
 }
 

@@ -125,10 +125,12 @@ func (w *workload) inject(ctx context.Context, start time.Time, sched Schedule) 
 		if !wait(f.PlannedStop) {
 			return append(out, f)
 		}
+		// Stopped is when the stop was given, as the schedule times it; a graceful stop may
+		// take seconds more (the requests in flight), which the response times show.
+		f.Stopped = time.Now()
 		if err := w.t.Stop(ctx, p.Service); err != nil {
 			fmt.Fprintf(w.cfg.Progress, "%s: stopping %s: %v\n", w.kind, p.Service, err)
 		}
-		f.Stopped = time.Now()
 		fmt.Fprintf(w.cfg.Progress, "%s: %s stopped for %s\n", w.kind, p.Service, p.Downtime.Round(100*time.Millisecond))
 		if !wait(f.PlannedStart) {
 			return append(out, f)

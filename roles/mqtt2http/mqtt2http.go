@@ -222,7 +222,8 @@ func (b *Bridge) Run(ctx context.Context) error {
 		zap.String("retry_subscription", mqttconn.SharedFilter(b.cfg.group, RetryFilter)),
 		zap.String("retry_topic", b.cfg.retryTopic), zap.String("dead_letter_topic", b.cfg.DeadLetterTopic),
 		zap.Strings("upstream", b.upstreams.URLs()), zap.Int("max_inflight", b.cfg.MaxInflight),
-		zap.Int("max_attempts", b.cfg.MaxAttempts), zap.String("delayed_publish", b.cfg.DelayedPublish))
+		zap.Int("max_attempts", b.cfg.MaxAttempts), zap.Duration("retry_base", b.cfg.RetryBase), zap.Duration("retry_max", b.cfg.RetryMax),
+		zap.String("delayed_publish", b.cfg.DelayedPublish))
 
 	var adminErr error
 	adminStopped := false
