@@ -99,7 +99,7 @@ func (l *local) process(n topology.Node) *faults.Process {
 	if n.Role == topology.RoleMQTT2HTTP {
 		listen = "--admin-listen" // mqtt2http listens for nothing but its admin API
 	}
-	args := append(n.Args(addr), "--log-format", "json", listen, "127.0.0.1:0")
+	args := append(n.Args(addr), "--log-format", "json", listen, faults.LoopbackAddr())
 	pins := []faults.Pin{{Flag: listen, Msg: "listening"}}
 	ready := faults.HTTPReady(listen, "/readyz")
 	var onLine func(int, []byte)
@@ -111,7 +111,7 @@ func (l *local) process(n topology.Node) *faults.Process {
 		}
 		onLine = l.sim.OnLine
 	case topology.RoleBroker:
-		args = append(args, "--admin-listen", "127.0.0.1:0", "--data-dir", filepath.Join(l.cfg.Dir, "broker-data"))
+		args = append(args, "--admin-listen", faults.LoopbackAddr(), "--data-dir", filepath.Join(l.cfg.Dir, "broker-data"))
 		// The MQTT address is in the "started" line, the admin listener's in "listening".
 		pins = []faults.Pin{{Flag: "--listen", Msg: "started"}, {Flag: "--admin-listen", Msg: "listening"}}
 		ready = faults.HTTPReady("--admin-listen", "/readyz")

@@ -104,9 +104,10 @@ func (w *workload) failover(ctx context.Context) (report.Run, error) {
 }
 
 // inject stops and starts the schedule's services at their times, and reports when each was
-// done.
+// done. Each fault keeps its own clock: a start that takes long (a container's engine under
+// load) does not push the next fault back.
 func (w *workload) inject(ctx context.Context, start time.Time, sched Schedule) []report.Fault {
-	var out []report.Fault
+	out := make([]report.Fault, len(sched.Faults))
 	wait := func(at time.Time) bool {
 		t := time.NewTimer(time.Until(at))
 		defer t.Stop()
@@ -117,31 +118,36 @@ func (w *workload) inject(ctx context.Context, start time.Time, sched Schedule) 
 			return false
 		}
 	}
-	for _, p := range sched.Faults {
-		f := report.Fault{
+	var wg sync.WaitGroup
+	for i, p := range sched.Faults {
+		out[i] = report.Fault{
 			Service: p.Service, PlannedStop: start.Add(p.Stop), PlannedStart: start.Add(p.Start()),
 			Downtime: report.Ms(p.Downtime),
 		}
-		if !wait(f.PlannedStop) {
-			return append(out, f)
-		}
-		// Stopped is when the stop was given, as the schedule times it; a graceful stop may
-		// take seconds more (the requests in flight), which the response times show.
-		f.Stopped = time.Now()
-		if err := w.t.Stop(ctx, p.Service); err != nil {
-			fmt.Fprintf(w.cfg.Progress, "%s: stopping %s: %v\n", w.kind, p.Service, err)
-		}
-		fmt.Fprintf(w.cfg.Progress, "%s: %s stopped for %s\n", w.kind, p.Service, p.Downtime.Round(100*time.Millisecond))
-		if !wait(f.PlannedStart) {
-			return append(out, f)
-		}
-		if err := w.t.Start(ctx, p.Service); err != nil {
-			fmt.Fprintf(w.cfg.Progress, "%s: starting %s: %v\n", w.kind, p.Service, err)
-		} else {
+		wg.Add(1)
+		go func(f *report.Fault) {
+			defer wg.Done()
+			if !wait(f.PlannedStop) {
+				return
+			}
+			// Stopped is when the stop was given, as the schedule times it; a graceful stop may
+			// take seconds more (the requests in flight), which the response times show.
+			f.Stopped = time.Now()
+			if err := w.t.Stop(ctx, p.Service); err != nil {
+				fmt.Fprintf(w.cfg.Progress, "%s: stopping %s: %v\n", w.kind, p.Service, err)
+			}
+			fmt.Fprintf(w.cfg.Progress, "%s: %s stopped for %s\n", w.kind, p.Service, p.Downtime.Round(100*time.Millisecond))
+			if !wait(f.PlannedStart) {
+				return
+			}
+			if err := w.t.Start(ctx, p.Service); err != nil {
+				fmt.Fprintf(w.cfg.Progress, "%s: starting %s: %v\n", w.kind, p.Service, err)
+				return
+			}
 			f.Started = time.Now()
-		}
-		out = append(out, f)
+		}(&out[i])
 	}
+	wg.Wait()
 	return out
 }
 

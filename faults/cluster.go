@@ -317,7 +317,7 @@ func (c *Cluster) startTierOf(ctx context.Context, tier []topology.Node) error {
 // free loopback port on listenFlag (pinned after the first start) and readiness from /readyz
 // there. addr gives the address at which n reaches another service.
 func (c *Cluster) lps(n topology.Node, addr func(service string) string, listenFlag string, args ...string) *Process {
-	all := append(n.Args(addr), "--log-format", "json", listenFlag, "127.0.0.1:0")
+	all := append(n.Args(addr), "--log-format", "json", listenFlag, LoopbackAddr())
 	all = append(all, args...)
 	all = append(all, c.cfg.ExtraArgs[n.Role]...)
 	return NewProcess(ProcessConfig{
@@ -337,7 +337,7 @@ func (c *Cluster) startBroker(ctx context.Context, n topology.Node) error {
 			Name: n.Name,
 			Path: c.cfg.Binary,
 			Args: append(append(n.Args(nil), "--log-format", "json",
-				"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+				"--listen", LoopbackAddr(), "--admin-listen", LoopbackAddr(),
 				"--data-dir", filepath.Join(c.cfg.Dir, "broker-data")), c.cfg.ExtraArgs[n.Role]...),
 			LogPath: filepath.Join(c.cfg.Dir, n.Name+".log"),
 			// The MQTT address is in the "started" line, the admin listener's in "listening".
@@ -403,7 +403,12 @@ func parallel(ctx context.Context, ps []*Process, f func(context.Context, *Proce
 	return errors.Join(errs...)
 }
 
+// freeAddr is a free address for a program that cannot say which port it got (Mosquitto,
+// redis-server): LoopbackAddr's, or one the kernel picked when there is none.
 func freeAddr() (string, error) {
+	if addr := LoopbackAddr(); addr != "127.0.0.1:0" {
+		return addr, nil
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", fmt.Errorf("finding a free port: %w", err)

@@ -48,7 +48,8 @@ func (c *Cluster) snapshot(ctx context.Context) (snapshot, error) {
 	var s snapshot
 	for _, p := range c.Processes() {
 		if !p.Running() {
-			s.notReady = p.Name() + " (not running)"
+			// Say how it ended: a process that exits on its own is a finding, not a wait.
+			s.notReady = fmt.Sprintf("%s (not running: %v; its log ends: %s)", p.Name(), p.ExitErr(), p.LogTail(800))
 			return s, nil
 		}
 	}

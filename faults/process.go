@@ -317,6 +317,20 @@ func (p *Process) resolvePins() bool {
 	return true
 }
 
+// listening reports whether the current run logged every pin's message: that it bound its
+// listeners itself. A restarted process's pinned port can have been taken meanwhile by another
+// program, even another lps that answers /readyz; without this, Ready would ask that one.
+func (p *Process) listening() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, pin := range p.cfg.Pins {
+		if _, ok := p.first[pin.Msg]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
 // exited returns the current run's done channel (nil before the first start).
 func (p *Process) exited() <-chan struct{} {
 	p.mu.Lock()
@@ -340,7 +354,7 @@ func (p *Process) WaitReady(ctx context.Context) error {
 			return fmt.Errorf("%s: %w before it was ready (%v); log: %s", p.cfg.Name, ErrExited, p.ExitErr(), p.LogTail(1500))
 		default:
 		}
-		if !p.resolvePins() {
+		if !p.resolvePins() || !p.listening() {
 			last = errors.New("its listen address is not logged yet")
 		} else if p.cfg.Ready == nil {
 			return nil

@@ -178,6 +178,11 @@ func TestStopWhileRetryPending(t *testing.T) {
 			c.MaxInflight, c.RetryBase, c.RetryMax = 4, 2*time.Second, 2*time.Second
 		}
 		b := startBridge(t, broker.URL, up.URL, "consumer-1", tune)
+		t.Cleanup(func() {
+			if t.Failed() { // which alarm came again, and how often each came
+				t.Logf("accepted by the upstream: %v", up.okCounts())
+			}
+		})
 		ids := []string{"r-bad"}
 		mqtttest.Publish(t, broker.URL, "proxy1/message", alarmJSON("bad", "x", "r-bad"), nil)
 		const healthy = 10
