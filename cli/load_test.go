@@ -25,6 +25,7 @@ import (
 	"github.com/lpsdev/lps/ledger"
 	"github.com/lpsdev/lps/loadgen"
 	"github.com/lpsdev/lps/roles/rastsim"
+	"github.com/lpsdev/lps/roles/rastsim/rastsimtest"
 	"github.com/lpsdev/lps/topology"
 	"github.com/lpsdev/lps/topology/topologytest"
 	"github.com/lpsdev/lps/transport"
@@ -302,20 +303,6 @@ func writeFile(t *testing.T, dir, name, content string) string {
 	return p
 }
 
-// startProdSim starts rast-sim with the production request mapping, answering at once, until
-// the test ends; it returns the simulator and its base URL.
-func startProdSim(t *testing.T) (*rastsim.Sim, string) {
-	t.Helper()
-	cfg := rastsim.Config{Model: rastsim.ModelNone, MappingFile: testutil.SharedData(t, "gs_requests_mapping_prod_workload.json")}
-	cfg.Listener = testutil.Listen(t)
-	sim, err := rastsim.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	testutil.Run(t, sim)
-	return sim, "http://" + sim.Addr().String()
-}
-
 // forwardingComp1 is a comp1 that passes every alarm straight on to rast-sim with its
 // Request-Id and answers what rast-sim answered.
 func forwardingComp1(t *testing.T, sim string) string {
@@ -335,7 +322,7 @@ func TestLoadBackground(t *testing.T) {
 	names := testutil.SharedData(t, "all_request_names.txt")
 
 	t.Run("alone", func(t *testing.T) {
-		sim, simURL := startProdSim(t)
+		sim, simURL := rastsimtest.StartProd(t)
 		code, stdout, stderr := runLoad(t, 30*time.Second, nil, "--background", "50", "--duration", "1s",
 			"--background-url", simURL, "--request-names", names, "--progress", "300ms")
 		if code != 0 {
@@ -373,7 +360,7 @@ func TestLoadBackground(t *testing.T) {
 	})
 
 	t.Run("alone stopped by a signal", func(t *testing.T) {
-		sim, simURL := startProdSim(t)
+		sim, simURL := rastsimtest.StartProd(t)
 		done := make(chan loadRun, 1)
 		go func() {
 			done <- execLoad(30*time.Second, nil, "--background", "100", "--duration", "0", "--prefix", "sig",
@@ -406,7 +393,7 @@ func TestLoadBackground(t *testing.T) {
 	})
 
 	t.Run("beside verified alarms", func(t *testing.T) {
-		sim, simURL := startProdSim(t)
+		sim, simURL := rastsimtest.StartProd(t)
 		comp1 := forwardingComp1(t, simURL)
 		// --background-url defaults to --verify's URL.
 		code, stdout, stderr := runLoad(t, 60*time.Second, nil, "--url", comp1, "--rate", "20", "--background", "50", "--duration", "1s",

@@ -90,17 +90,22 @@ func (w *workload) failover(ctx context.Context) (report.Run, error) {
 	if err := load.Run(ctx); err != nil {
 		return report.Run{}, err
 	}
-	end := start.Add(sched.Load)
 	faults := <-faultsDone
+	r, err := w.finish(ctx, smp, start, start.Add(sched.Load), stopBackground, stopSampling)
+	r.Faults = faults
+	return r, err
+}
+
+// finish ends a run after its load: the background stops, the LPS drains, the sampling stops,
+// and every alarm is accounted for.
+func (w *workload) finish(ctx context.Context, smp *sampler, start, end time.Time, stopBackground, stopSampling func()) (report.Run, error) {
 	stopBackground()
 	drain, err := w.drain(ctx, end)
 	if err != nil {
 		return report.Run{}, err
 	}
 	stopSampling()
-	r, err := w.measure(ctx, smp, start, end, drain)
-	r.Faults = faults
-	return r, err
+	return w.measure(ctx, smp, start, end, drain)
 }
 
 // inject stops and starts the schedule's services at their times, and reports when each was
@@ -322,13 +327,7 @@ func (w *workload) performance(ctx context.Context) (report.Run, error) {
 	if err := ctx.Err(); err != nil {
 		return report.Run{}, err
 	}
-	stopBackground()
-	drain, err := w.drain(ctx, end)
-	if err != nil {
-		return report.Run{}, err
-	}
-	stopSampling()
-	r, err := w.measure(ctx, smp, start, end, drain)
+	r, err := w.finish(ctx, smp, start, end, stopBackground, stopSampling)
 	r.Steps = steps
 	return r, err
 }

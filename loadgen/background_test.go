@@ -19,23 +19,9 @@ import (
 	"github.com/lpsdev/lps/config"
 	"github.com/lpsdev/lps/internal/testutil"
 	"github.com/lpsdev/lps/loadgen"
-	"github.com/lpsdev/lps/roles/rastsim"
+	"github.com/lpsdev/lps/roles/rastsim/rastsimtest"
 	"github.com/lpsdev/lps/transport"
 )
-
-// startSim starts rast-sim with the production request mapping, answering at once, until the
-// test ends; it returns the simulator and its base URL.
-func startSim(t *testing.T) (*rastsim.Sim, string) {
-	t.Helper()
-	cfg := rastsim.Config{Model: rastsim.ModelNone, MappingFile: testutil.SharedData(t, "gs_requests_mapping_prod_workload.json")}
-	cfg.Listener = testutil.Listen(t)
-	sim, err := rastsim.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	testutil.Run(t, sim)
-	return sim, "http://" + sim.Addr().String()
-}
 
 // runBackground runs b until it ends by itself and fails the test if that takes beyond limit.
 func runBackground(t *testing.T, b *loadgen.Background, limit time.Duration) time.Duration {
@@ -50,7 +36,7 @@ func runBackground(t *testing.T, b *loadgen.Background, limit time.Duration) tim
 }
 
 func TestBackgroundAgainstRastSim(t *testing.T) {
-	sim, base := startSim(t)
+	sim, base := rastsimtest.StartProd(t)
 	names, err := loadgen.LoadNames(testutil.SharedData(t, "all_request_names.txt"))
 	if err != nil {
 		t.Fatal(err)
