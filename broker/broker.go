@@ -51,13 +51,16 @@ type Config struct {
 	// bbolt file, broker.db), so that they survive a restart, graceful or
 	// not. "" keeps everything in memory only.
 	DataDir string
-	// SyncWrites makes every write to DataDir wait for fsync. Without it
-	// each change is written to the file (the kernel's page cache) before
-	// the broker acknowledges anything, which survives the broker process
-	// being killed (kill -9) but not the machine losing power; with it the
-	// broker also survives power loss, at the price of one fsync per state
-	// change (several per message).
-	SyncWrites bool
+	// NoSync turns off fsync of DataDir. By default every transaction is
+	// fsynced before what it carries is acknowledged, so an acknowledged
+	// message survives power loss; changes made meanwhile are gathered
+	// into the next transaction (group commit, commit.go), so the cost of
+	// an fsync is shared by every connection. With NoSync the file is
+	// still written before the broker acknowledges anything, which
+	// survives the broker process being killed (kill -9) but not the
+	// machine losing power, and bbolt's authors warn that power loss can
+	// then corrupt the file.
+	NoSync bool
 
 	// Username and Password, if set (both or neither), are required from
 	// every client; otherwise clients connect anonymously.
@@ -164,7 +167,7 @@ func New(cfg Config) (_ *Broker, err error) {
 		ln = tls.NewListener(ln, cfg.TLS)
 	}
 	if cfg.DataDir != "" {
-		if b.st, err = openStore(cfg.DataDir, cfg.SyncWrites, b.log.Named("store")); err != nil {
+		if b.st, err = openStore(cfg.DataDir, cfg.NoSync, b.log.Named("store"), b.met); err != nil {
 			return nil, fmt.Errorf("opening data dir %s: %w", cfg.DataDir, err)
 		}
 		defer func() {

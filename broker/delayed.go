@@ -86,10 +86,13 @@ func (d *dispatcher) delay(cl *mqtt.Client, pk packets.Packet, after time.Durati
 	subs := d.srv.Topics.Subscribers(target)
 
 	d.mu.Lock()
-	err := d.delayLocked(msg, subs, time.Now().Add(after))
+	f, err := d.delayLocked(msg, subs, time.Now().Add(after))
 	d.mu.Unlock()
 	switch {
 	case err == nil:
+		if f != nil && pk.FixedHeader.Qos > 0 {
+			return d.ackWhenStored(cl, pk, f)
+		}
 		return pk, packets.CodeSuccessIgnore
 	case errors.Is(err, errNoSubscribers):
 		return d.answerNoSubscribers(cl, pk)
@@ -97,30 +100,27 @@ func (d *dispatcher) delay(cl *mqtt.Client, pk packets.Packet, after time.Durati
 	return d.refuse(cl, pk, err)
 }
 
-func (d *dispatcher) delayLocked(msg *message, subs *mqtt.Subscribers, due time.Time) error {
+func (d *dispatcher) delayLocked(msg *message, subs *mqtt.Subscribers, due time.Time) (*flush, error) {
 	if d.closed {
-		return packets.ErrServerShuttingDown
+		return nil, packets.ErrServerShuttingDown
 	}
 	if !d.matches(msg, subs, d.groupFilters(msg.topic, subs)) {
-		return errNoSubscribers
+		return nil, errNoSubscribers
 	}
 	if len(d.delayed) >= d.maxQueued {
-		return d.refuseFull("delayed", msg.topic, len(d.delayed))
+		return nil, d.refuseFull("delayed", msg.topic, len(d.delayed))
 	}
 	d.seq++
 	dm := &delayedMsg{m: newOutMsg(msg), due: due}
 	dm.m.seq = d.seq
+	var f *flush
 	if d.st != nil {
 		var b batch
 		b.put(delayedKey(dm.m.seq), dm.record())
-		if err := d.st.commit(&b); err != nil {
-			d.log.Error("refusing delayed publish: storing it in the data dir failed", zap.String("topic", msg.topic), zap.Error(err))
-			d.met.refused.WithLabelValues("store_error").Inc()
-			return packets.ErrUnspecifiedError
-		}
+		f = d.st.enqueue(&b)
 	}
 	d.pushDelayed(dm)
-	return nil
+	return f, nil
 }
 
 // pushDelayed adds dm to the heap and wakes the timer goroutine when dm is
@@ -214,7 +214,7 @@ func (d *dispatcher) release(dm *delayedMsg, now time.Time) bool {
 	if d.st != nil {
 		b.del(delayedKey(dm.m.seq))
 	}
-	err := d.routeLocked(msg, d.srv.Topics.Subscribers(msg.topic), &b)
+	_, err := d.routeLocked(msg, d.srv.Topics.Subscribers(msg.topic), &b)
 	switch {
 	case err == nil:
 		return true

@@ -148,12 +148,12 @@ func (d *dispatcher) unstoreGroupMsg(b *batch, g *group, m *outMsg) {
 	}
 }
 
-// commit writes b. Memory already reflects it; if the write fails the data
-// dir lags behind, and a restart redelivers (duplicates) rather than loses.
+// commit hands b to the data dir's group commit without waiting for it.
+// Memory already reflects it; if the write fails the committer logs it: the
+// data dir lags behind, and a restart redelivers (duplicates) rather than
+// loses.
 func (d *dispatcher) commit(b *batch) {
-	if err := d.st.commit(b); err != nil {
-		d.log.Error("writing delivery state to data dir; a restart may redeliver messages", zap.Error(err))
-	}
+	d.st.enqueue(b)
 }
 
 // drop counts messages the broker gives up on.

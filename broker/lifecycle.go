@@ -64,7 +64,7 @@ func (d *dispatcher) load() error {
 	if err != nil {
 		return err
 	}
-	return d.st.commit(&b)
+	return d.st.enqueue(&b).wait()
 }
 
 // OnStarted completes the restore from the data dir and starts publishing

@@ -17,6 +17,11 @@ type metrics struct {
 	refused          *prometheus.CounterVec
 	sharedDeliveries *prometheus.CounterVec
 
+	// The data dir's group commit (commit.go); zero without one.
+	storeCommits       prometheus.Counter
+	storeChanges       prometheus.Histogram
+	storeCommitSeconds prometheus.Histogram
+
 	reg        prometheus.Registerer
 	registered []prometheus.Collector
 }
@@ -43,6 +48,20 @@ func newMetrics() *metrics {
 			Name: "lps_broker_shared_deliveries_total",
 			Help: "Messages of a shared subscription handed to a member, by group filter and client.",
 		}, []string{"group", "client"}),
+		storeCommits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lps_broker_store_commits_total",
+			Help: "Transactions written to the data dir (each fsynced unless --sync-writes=false).",
+		}),
+		storeChanges: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "lps_broker_store_commit_changes",
+			Help:    "Changes gathered into one transaction of the data dir (group commit).",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 12),
+		}),
+		storeCommitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "lps_broker_store_commit_seconds",
+			Help:    "Time to write and fsync one transaction of the data dir.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14),
+		}),
 	}
 }
 
@@ -59,6 +78,7 @@ func (m *metrics) register(reg prometheus.Registerer, srv *mqtt.Server, stats fu
 	}
 	cs := []prometheus.Collector{
 		m.sent, m.acknowledged, m.dropped, m.refused, m.sharedDeliveries,
+		m.storeCommits, m.storeChanges, m.storeCommitSeconds,
 		gauge("lps_broker_clients_connected", "Clients connected.",
 			func(s Stats) int { return s.ClientsConnected }),
 		gauge("lps_broker_sessions", "Sessions held, connected or not.",

@@ -23,7 +23,7 @@ func (d *dispatcher) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		}
 		return d.delay(cl, pk, after, target)
 	}
-	err := d.route(pk)
+	f, err := d.route(pk)
 	if err != nil && !errors.Is(err, errNoSubscribers) {
 		return d.refuse(cl, pk, err)
 	}
@@ -33,7 +33,64 @@ func (d *dispatcher) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	if err != nil {
 		return d.answerNoSubscribers(cl, pk)
 	}
+	if f != nil && pk.FixedHeader.Qos > 0 {
+		return d.ackWhenStored(cl, pk, f)
+	}
 	return pk, packets.CodeSuccessIgnore
+}
+
+// ackWhenStored acknowledges a QoS 1/2 publish once the data dir's flush
+// carrying it is written, and refuses it if that failed. The reader of the
+// connection goes on to the client's next packet meanwhile: waiting here
+// would allow one publish per fsync per connection, while deferred, every
+// publish that arrives during a write joins the next one (commit.go).
+//
+// What processPublish does around the acknowledgement it no longer writes
+// is done here: the receive quota is taken until the flow ends (PUBACK for
+// QoS 1; for QoS 2 mochi gives it back at PUBCOMP, processPubrel), and a
+// QoS 2 flow is entered in mochi's inflight state before its PUBREC exists,
+// so that a PUBREL finds it and a resent PUBLISH is recognised. The
+// acknowledgement goes to the connection's writer (send) if the publisher
+// is still on that connection; on a new one it resends the message, and
+// gets its acknowledgement then.
+func (d *dispatcher) ackWhenStored(cl *mqtt.Client, pk packets.Packet, f *flush) (packets.Packet, error) {
+	qos := pk.FixedHeader.Qos
+	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID}
+	cl.State.Inflight.DecreaseReceiveQuota()
+	if qos == 2 {
+		ack.FixedHeader.Type = packets.Pubrec
+		ack.Created = time.Now().Unix()
+		if cl.State.Inflight.Set(ack) {
+			atomic.AddInt64(&d.srv.Info.Inflight, 1)
+			d.st.OnQosPublish(cl, ack, ack.Created, 0)
+		}
+	}
+	d.st.commits.then(f, func(err error) {
+		if err != nil {
+			d.log.Error("refusing publish: storing it in the data dir failed", zap.String("topic", pk.TopicName), zap.Error(err))
+			d.met.refused.WithLabelValues("store_error").Inc()
+			// The flow ends here: give back what was taken for it.
+			if qos == 2 && cl.State.Inflight.Delete(pk.PacketID) {
+				atomic.AddInt64(&d.srv.Info.Inflight, -1)
+				d.st.OnQosDropped(cl, ack)
+			}
+			cl.State.Inflight.IncreaseReceiveQuota()
+			if cl.Properties.ProtocolVersion < 5 {
+				cl.Stop(packets.ErrUnspecifiedError) // 3.1.1 has no negative acknowledgement
+				return
+			}
+			ack.ReasonCode = packets.ErrUnspecifiedError.Code
+			ack.Properties.ReasonString = "storing the message failed"
+		} else if qos == 1 {
+			cl.State.Inflight.IncreaseReceiveQuota()
+		}
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if s := d.sessions[cl.ID]; s != nil && s.conn != nil && s.conn.cl == cl {
+			d.send(s.conn, ack)
+		}
+	})
+	return pk, packets.ErrRejectPacket // mochi writes nothing
 }
 
 // answerNoSubscribers answers a QoS 1/2 publish that matched no subscription

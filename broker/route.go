@@ -18,9 +18,11 @@ var errNoSubscribers error = packets.CodeNoMatchingSubscribers
 
 // route hands a published message to every matching subscription and
 // declared queue. It returns errNoSubscribers, storing nothing, when there
-// are none, and a packets.Code when the message must be refused: a queue it
-// would join is full, or it could not be stored.
-func (d *dispatcher) route(in packets.Packet) error {
+// are none, and a packets.Code when the message must be refused (a queue it
+// would join is full). Otherwise it returns the data dir's flush that
+// carries the message (nil without a data dir): the publisher may be told
+// "accepted" once that is written.
+func (d *dispatcher) route(in packets.Packet) (*flush, error) {
 	msg := newMessage(in)
 	if msg.created == 0 {
 		msg.created = time.Now().Unix()
@@ -30,7 +32,7 @@ func (d *dispatcher) route(in packets.Packet) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
-		return packets.ErrServerShuttingDown
+		return nil, packets.ErrServerShuttingDown
 	}
 	return d.routeLocked(msg, subs, nil)
 }
@@ -88,10 +90,10 @@ func (d *dispatcher) matches(msg *message, subs *mqtt.Subscribers, filters []str
 // routeLocked is route with d.mu held. pre, if not nil, holds changes to
 // store in the same transaction as the routed copies (the deletion of a
 // delayed message's record); it is committed only if the message is routed.
-func (d *dispatcher) routeLocked(msg *message, subs *mqtt.Subscribers, pre *batch) error {
+func (d *dispatcher) routeLocked(msg *message, subs *mqtt.Subscribers, pre *batch) (*flush, error) {
 	filters := d.groupFilters(msg.topic, subs)
 	if !d.matches(msg, subs, filters) {
-		return errNoSubscribers
+		return nil, errNoSubscribers
 	}
 
 	type target struct {
@@ -132,7 +134,7 @@ func (d *dispatcher) routeLocked(msg *message, subs *mqtt.Subscribers, pre *batc
 			continue
 		}
 		if s.queue.len() >= d.maxQueued {
-			return d.refuseFull("client", id, s.queue.len())
+			return nil, d.refuseFull("client", id, s.queue.len())
 		}
 		targets = append(targets, target{s: s, m: out})
 	}
@@ -151,15 +153,18 @@ func (d *dispatcher) routeLocked(msg *message, subs *mqtt.Subscribers, pre *batc
 			continue
 		}
 		if g.queue.len() >= d.maxQueued {
-			return d.refuseFull("group", f, g.queue.len())
+			return nil, d.refuseFull("group", f, g.queue.len())
 		}
 		out := newOutMsg(msg)
 		out.group = f
 		targets = append(targets, target{g: g, m: out})
 	}
 
-	// Store first: the publisher is told "accepted" only once every copy is
-	// on disk.
+	// Store first, in the order of routing: the publisher is told
+	// "accepted" only once the flush carrying every copy is written
+	// (OnPublish waits for it). The copies are queued, and may be sent,
+	// meanwhile: should the write fail, the publisher is refused and sends
+	// again, a duplicate rather than a loss.
 	var b batch
 	if pre != nil {
 		b = *pre
@@ -173,14 +178,7 @@ func (d *dispatcher) routeLocked(msg *message, subs *mqtt.Subscribers, pre *batc
 			d.storeClientMsg(&b, t.s, t.m)
 		}
 	}
-	if err := d.st.commit(&b); err != nil {
-		d.log.Error("refusing publish: storing it in the data dir failed", zap.String("topic", msg.topic), zap.Error(err))
-		d.met.refused.WithLabelValues("store_error").Inc()
-		for _, t := range targets {
-			t.m.stored = false
-		}
-		return packets.ErrUnspecifiedError
-	}
+	f := d.st.enqueue(&b)
 
 	var fb batch
 	for _, t := range targets {
@@ -196,7 +194,7 @@ func (d *dispatcher) routeLocked(msg *message, subs *mqtt.Subscribers, pre *batc
 	for _, t := range qos0 {
 		d.send(t.s.conn, t.m.publish())
 	}
-	return nil
+	return f, nil
 }
 
 // refuseFull logs and counts a publish refused because a queue is at

@@ -62,15 +62,17 @@ type store struct {
 
 	mu sync.RWMutex // guards db against use after Close
 	db *bolt.DB
+
+	commits committer // the group commit (commit.go): every write goes through it
 }
 
 var _ mqtt.Hook = (*store)(nil)
 
-// openStore opens (creating if needed) the database in dir. With syncWrites
-// false the file is written on every transaction but not fsynced: what the
-// broker acknowledged survives a crash of the process (the kernel holds the
-// pages), not a crash of the machine.
-func openStore(dir string, syncWrites bool, log *zap.Logger) (*store, error) {
+// openStore opens (creating if needed) the database in dir and starts its
+// committer. Every commit is fsynced unless noSync: then what the broker
+// acknowledged survives a crash of the process (the kernel holds the pages),
+// not a crash of the machine.
+func openStore(dir string, noSync bool, log *zap.Logger, met *metrics) (*store, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, err
 	}
@@ -78,8 +80,8 @@ func openStore(dir string, syncWrites bool, log *zap.Logger) (*store, error) {
 		// Another process holding the file (a second broker on the same
 		// data dir) makes Open fail instead of hanging.
 		Timeout:        time.Second,
-		NoSync:         !syncWrites,
-		NoGrowSync:     !syncWrites,
+		NoSync:         noSync,
+		NoGrowSync:     noSync,
 		NoFreelistSync: true, // rebuilt on open; saves a page write per transaction
 		FreelistType:   bolt.FreelistMapType,
 	})
@@ -98,7 +100,9 @@ func openStore(dir string, syncWrites bool, log *zap.Logger) (*store, error) {
 		_ = db.Close()
 		return nil, err
 	}
-	return &store{log: log, db: db}, nil
+	st := &store{log: log, db: db}
+	st.commits.start(st, met)
+	return st, nil
 }
 
 // ID identifies the hook to mochi.
@@ -127,8 +131,11 @@ func (st *store) Provides(b byte) bool {
 // Stop flushes and closes the database; mochi calls it from Server.Close.
 func (st *store) Stop() error { return st.close(true) }
 
-// close closes the database, flushing it to disk first when graceful.
+// close closes the database. When graceful, the changes still waiting for
+// the committer are written and the file is flushed to disk first;
+// otherwise they are dropped, as a crash would.
 func (st *store) close(graceful bool) error {
+	st.commits.stop(graceful)
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.db == nil {
@@ -163,50 +170,44 @@ func (st *store) view(fn func(tx *bolt.Tx) error) error {
 	return st.db.View(fn)
 }
 
-// put stores v under key in bucket.
+// put stores v under key in bucket and waits until it is on disk.
 func (st *store) put(bucket, key []byte, v any) {
-	data, err := json.Marshal(v)
-	if err == nil {
-		err = st.update(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Put(key, data) })
-	}
-	if err != nil {
+	var b batch
+	if err := b.putValue(bucket, key, v); err != nil {
 		st.logError("writing to data dir", bucket, err)
+		return
 	}
+	st.write(&b, bucket)
 }
 
-// deleteKey deletes key from bucket.
+// deleteKey deletes key from bucket and waits until that is on disk.
 func (st *store) deleteKey(bucket, key []byte) {
-	st.deleteWhere(bucket, key, func(k []byte) bool { return bytes.Equal(k, key) })
+	var b batch
+	b.delIn(bucket, key)
+	st.write(&b, bucket)
 }
 
-// deletePrefix deletes every key of bucket that starts with prefix.
+// deletePrefix deletes every key of bucket that starts with prefix and waits
+// until that is on disk.
 func (st *store) deletePrefix(bucket, prefix []byte) {
-	st.deleteWhere(bucket, prefix, func(k []byte) bool { return bytes.HasPrefix(k, prefix) })
+	var b batch
+	b.delPrefix(bucket, prefix)
+	st.write(&b, bucket)
 }
 
-// deleteWhere deletes the keys from seek on that match. It looks before it
-// writes so that the common case, nothing stored (clean sessions), costs no
-// write transaction.
-func (st *store) deleteWhere(bucket, seek []byte, match func(k []byte) bool) {
-	var found bool
-	err := st.view(func(tx *bolt.Tx) error {
-		k, _ := tx.Bucket(bucket).Cursor().Seek(seek)
-		found = k != nil && match(k)
+// enqueue hands b to the committer; see committer.enqueue. A nil store (the
+// in-memory broker) has nothing to write.
+func (st *store) enqueue(b *batch) *flush {
+	if st == nil {
 		return nil
-	})
-	if err == nil && found {
-		err = st.update(func(tx *bolt.Tx) error {
-			c := tx.Bucket(bucket).Cursor()
-			for k, _ := c.Seek(seek); k != nil && match(k); k, _ = c.Seek(seek) {
-				if err := c.Delete(); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
 	}
-	if err != nil {
-		st.logError("deleting from data dir", bucket, err)
+	return st.commits.enqueue(b)
+}
+
+// write commits b and waits for it, logging a failure.
+func (st *store) write(b *batch, bucket []byte) {
+	if err := st.commits.enqueue(b).wait(); err != nil {
+		st.logError("writing to data dir", bucket, err)
 	}
 }
 
@@ -345,13 +346,22 @@ func (st *store) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, _ int
 	if pk.FixedHeader.Type != packets.Pubrec || !persistent(cl) {
 		return
 	}
-	st.put(bucketInbound, inboundKey(cl.ID, pk.PacketID), storage.Message{
+	// Not waited for: the message itself is on disk already (the
+	// dispatcher stored it before OnPublish returned). Should this record
+	// be lost with the machine, a PUBREL after the restart is answered
+	// "packet identifier not found", which also ends the publisher's flow.
+	var b batch
+	if err := b.putValue(bucketInbound, inboundKey(cl.ID, pk.PacketID), storage.Message{
 		T:           storage.InflightKey,
 		Client:      cl.ID,
 		PacketID:    pk.PacketID, // the field mochi's bolt hook forgets
 		FixedHeader: pk.FixedHeader,
 		Created:     pk.Created,
-	})
+	}); err != nil {
+		st.logError("writing to data dir", bucketInbound, err)
+		return
+	}
+	st.commits.enqueue(&b)
 }
 
 // OnQosComplete deletes a completed inbound QoS 2 entry.
@@ -359,12 +369,20 @@ func (st *store) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
 	if pk.FixedHeader.Type == packets.Puback {
 		return // inbound QoS 1: never written
 	}
-	st.deleteKey(bucketInbound, inboundKey(cl.ID, pk.PacketID))
+	st.forgetInbound(cl.ID, pk.PacketID)
 }
 
 // OnQosDropped deletes an abandoned inbound QoS 2 entry.
 func (st *store) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
-	st.deleteKey(bucketInbound, inboundKey(cl.ID, pk.PacketID))
+	st.forgetInbound(cl.ID, pk.PacketID)
+}
+
+// forgetInbound deletes an inbound QoS 2 entry without waiting: a restart
+// that finds it only lets the publisher complete a flow it has completed.
+func (st *store) forgetInbound(id string, packetID uint16) {
+	var b batch
+	b.delIn(bucketInbound, inboundKey(id, packetID))
+	st.commits.enqueue(&b)
 }
 
 // OnRetainedExpired deletes an expired retained message.
@@ -373,18 +391,17 @@ func (st *store) OnRetainedExpired(topic string) {
 }
 
 // putRetained stores or (for an empty payload) deletes the retained
-// message of a topic. The dispatcher calls it: mochi's own retain path is
-// bypassed together with its delivery path.
+// message of a topic and waits until that is on disk. The dispatcher calls
+// it: mochi's own retain path is bypassed together with its delivery path.
 func (st *store) putRetained(pk packets.Packet) error {
 	key := []byte(pk.TopicName)
+	var b batch
 	if len(pk.Payload) == 0 {
-		return st.update(func(tx *bolt.Tx) error { return tx.Bucket(bucketRetained).Delete(key) })
-	}
-	data, err := json.Marshal(toStorageMessage(pk, ""))
-	if err != nil {
+		b.delIn(bucketRetained, key)
+	} else if err := b.putValue(bucketRetained, key, toStorageMessage(pk, "")); err != nil {
 		return err
 	}
-	return st.update(func(tx *bolt.Tx) error { return tx.Bucket(bucketRetained).Put(key, data) })
+	return st.commits.enqueue(&b).wait()
 }
 
 // StoredClients returns the persistent clients for mochi to restore.
@@ -481,13 +498,21 @@ func toStorageMessage(pk packets.Packet, client string) storage.Message {
 	}
 }
 
-// batch collects changes to the outbound bucket so that one operation of the
-// dispatcher costs one transaction.
+// batch collects changes to the database so that one operation of the
+// dispatcher is applied at once, in one transaction with whatever else the
+// committer gathered.
 type batch struct {
-	keys [][]byte
-	vals [][]byte // nil: delete
+	ops []op
 }
 
+// op is one change: key set to val, key deleted (val nil), or with prefix
+// every key that starts with key deleted.
+type op struct {
+	bucket, key, val []byte
+	prefix           bool
+}
+
+// put stores an outbound record.
 func (b *batch) put(key []byte, rec outRecord) {
 	data, err := json.Marshal(rec)
 	if err != nil {
@@ -496,32 +521,51 @@ func (b *batch) put(key []byte, rec outRecord) {
 		// a delivery state that silently stops being stored.
 		panic(fmt.Sprintf("encoding outbound record: %v", err))
 	}
-	b.keys = append(b.keys, key)
-	b.vals = append(b.vals, data)
+	b.ops = append(b.ops, op{bucket: bucketOutbound, key: key, val: data})
 }
 
-func (b *batch) del(key []byte) {
-	b.keys = append(b.keys, key)
-	b.vals = append(b.vals, nil)
-}
+// del deletes an outbound record.
+func (b *batch) del(key []byte) { b.delIn(bucketOutbound, key) }
 
-// commit applies b in one transaction. A nil store (in-memory broker) has
-// nothing to write.
-func (st *store) commit(b *batch) error {
-	if st == nil || len(b.keys) == 0 {
-		return nil
+// putValue stores v, encoded as JSON, under key in bucket.
+func (b *batch) putValue(bucket, key []byte, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
 	}
+	b.ops = append(b.ops, op{bucket: bucket, key: key, val: data})
+	return nil
+}
+
+// delIn deletes key from bucket.
+func (b *batch) delIn(bucket, key []byte) {
+	b.ops = append(b.ops, op{bucket: bucket, key: key})
+}
+
+// delPrefix deletes every key of bucket that starts with prefix.
+func (b *batch) delPrefix(bucket, prefix []byte) {
+	b.ops = append(b.ops, op{bucket: bucket, key: prefix, prefix: true})
+}
+
+// apply applies ops in one transaction, in order.
+func (st *store) apply(ops []op) error {
 	return st.update(func(tx *bolt.Tx) error {
-		bk := tx.Bucket(bucketOutbound)
-		for i, k := range b.keys {
+		for _, o := range ops {
+			bk := tx.Bucket(o.bucket)
 			var err error
-			if b.vals[i] == nil {
-				err = bk.Delete(k)
-			} else {
-				err = bk.Put(k, b.vals[i])
+			switch {
+			case o.prefix:
+				c := bk.Cursor()
+				for k, _ := c.Seek(o.key); err == nil && k != nil && bytes.HasPrefix(k, o.key); k, _ = c.Seek(o.key) {
+					err = c.Delete()
+				}
+			case o.val == nil:
+				err = bk.Delete(o.key)
+			default:
+				err = bk.Put(o.key, o.val)
 			}
 			if err != nil {
-				return err
+				return fmt.Errorf("%s %q: %w", o.bucket, o.key, err)
 			}
 		}
 		return nil

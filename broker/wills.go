@@ -51,7 +51,8 @@ func (d *dispatcher) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) 
 }
 
 func (d *dispatcher) publishWill(pk packets.Packet) {
-	if err := d.route(pk); err != nil && !errors.Is(err, errNoSubscribers) {
+	// Not waited for: nobody is told the will was taken.
+	if _, err := d.route(pk); err != nil && !errors.Is(err, errNoSubscribers) {
 		d.log.Error("dropping will message", zap.String("client", pk.Origin), zap.String("topic", pk.TopicName), zap.Error(err))
 		d.drop("will_refused", 1)
 		return

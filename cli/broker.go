@@ -29,7 +29,7 @@ func (a *app) newBrokerCmd() *cobra.Command {
 	fs.StringVar(&cfg.Listen, "listen", broker.DefaultAddress, "MQTT address (loopback unless told otherwise)")
 	sf := addServerFlags(fs, &cfg.Admin, "admin-listen", mqttbroker.DefaultAdminListen, "broker")
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "keep sessions and messages here across restarts (empty: memory only)")
-	fs.BoolVar(&cfg.SyncWrites, "sync-writes", false, "fsync every state change: survives power loss, not only kill -9")
+	syncWrites := fs.Bool("sync-writes", true, "fsync the data dir before a publish is acknowledged (group commit): survives power loss; false survives kill -9 only")
 	fs.StringVar(&cfg.Username, "username", "", "require this user name from every client")
 	fs.StringVar(&cfg.Password, "password", "", "require this password from every client")
 	fs.StringVar(&cfg.TLSCertFile, "tls-cert", "", "serve MQTT over TLS with this certificate (PEM)")
@@ -45,6 +45,7 @@ func (a *app) newBrokerCmd() *cobra.Command {
 		if err := sf.validate(); err != nil {
 			return &ConfigError{err}
 		}
+		cfg.NoSync = !*syncWrites
 		var err error
 		if cfg.Queues, err = parseQueues(queues); err != nil {
 			return &ConfigError{err}

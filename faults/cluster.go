@@ -23,9 +23,8 @@ type BrokerKind string
 
 // Brokers a Cluster can run.
 const (
-	// Embedded is `lps broker --data-dir DIR`: sessions and messages kept in a bbolt file that
-	// survives kill -9 (writes reach the OS before the broker confirms; --sync-writes would add
-	// power-loss safety, which a process kill does not need).
+	// Embedded is `lps broker --data-dir DIR` with its defaults: sessions and messages kept in a
+	// bbolt file, fsynced before the broker confirms a publish (group commit).
 	Embedded BrokerKind = "embedded"
 	// Mosquitto is an external Mosquitto with persistence on. Mosquitto keeps its state in
 	// memory and writes a snapshot (mosquitto.db) only on a clean shutdown and every

@@ -47,8 +47,8 @@ type Config struct {
 	Listener net.Listener
 	// DataDir keeps sessions and messages across restarts; "" keeps them in memory only.
 	DataDir string
-	// SyncWrites fsyncs every state change (survives power loss, not only kill -9).
-	SyncWrites bool
+	// NoSync turns off fsync of DataDir: see broker.Config.NoSync.
+	NoSync bool
 	// Username and Password, when set, are required from every client.
 	Username, Password string
 	// TLSCertFile and TLSKeyFile, when set, serve MQTT over TLS.
@@ -131,7 +131,7 @@ func New(cfg Config) (_ *Broker, err error) {
 		cfg.Queues = DefaultQueues()
 	}
 	b, err := broker.New(broker.Config{
-		Listener: ln, DataDir: cfg.DataDir, SyncWrites: cfg.SyncWrites,
+		Listener: ln, DataDir: cfg.DataDir, NoSync: cfg.NoSync,
 		Username: cfg.Username, Password: cfg.Password, TLS: tlsCfg,
 		MaxQueued: cfg.MaxQueued, MaxInflight: cfg.MaxInflight, Queues: cfg.Queues,
 		Logger: cfg.Admin.Logger, Registerer: cfg.Admin.Registry,
