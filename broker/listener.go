@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/listeners"
+
+	"github.com/lpsdev/lps/batchconn"
 	"go.uber.org/zap"
 )
 
@@ -104,6 +106,7 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 			continue
 		}
 		backoff = 0
+		c = batchconn.New(c)                              // mochi writes each packet on its own
 		_ = c.SetDeadline(time.Now().Add(connectTimeout)) // mochi replaces it after CONNECT
 		if !l.track(c) {
 			_ = c.Close()

@@ -25,6 +25,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/lpsdev/lps/batchconn"
 	"github.com/lpsdev/lps/config"
 )
 
@@ -308,15 +309,16 @@ func (c *Conn) dial(ctx context.Context, _ autopaho.ClientConfig, u *url.URL) (n
 		return nil, err
 	}
 	if !c.broker.TLS {
-		return conn, nil
+		return batchconn.New(conn), nil
 	}
 	tc := tls.Client(conn, c.tlsConfig())
 	if err := tc.HandshakeContext(ctx); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("TLS handshake with %s: %w", u.Host, err)
 	}
-	// tls.Conn writes are not safe for paho's concurrent writers without a lock.
-	return packets.NewThreadSafeConn(tc), nil
+	// A batchconn.Conn is a sync.Locker, which paho takes around the writes of one packet:
+	// tls.Conn writes are not safe for its concurrent writers otherwise.
+	return batchconn.New(tc), nil
 }
 
 func (c *Conn) tlsConfig() *tls.Config {
