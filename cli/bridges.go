@@ -56,6 +56,7 @@ completed the QoS 2 handshake (PUBCOMP), 503 when the broker is not connected.`,
 	}
 	fs := cmd.Flags()
 	sf := addServerFlags(fs, &cfg.Server, "listen", roles.DefaultListen, "proxy1")
+	addConcurrencyFlag(fs, &cfg.Server)
 	bf := addBrokerFlags(fs, &cfg.Broker, &cfg.Username, &cfg.Password, &cfg.MQTT)
 	fs.StringVar(&cfg.Topic, "topic", "", `publish topic (default "<service-name>/message")`)
 	fs.IntVar(&cfg.QoS, "qos", 2, "publish QoS, 1 or 2")

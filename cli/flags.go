@@ -8,6 +8,7 @@ import (
 
 	"github.com/lpsdev/lps/roles"
 	"github.com/lpsdev/lps/tcptune"
+	"github.com/lpsdev/lps/transport"
 )
 
 // serverFlags binds the flags of a role that serves HTTP.
@@ -26,6 +27,12 @@ func addServerFlags(fs *pflag.FlagSet, cfg *roles.Server, listenFlag, defListen,
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 65*time.Second, "how long a graceful shutdown waits for requests in flight")
 	aliasEnv(fs, "service-name", alias{name: "SERVICE_NAME"})
 	return serverFlags{cfg: cfg, listenFlag: listenFlag}
+}
+
+// addConcurrencyFlag binds --max-concurrent, for the roles that serve an API (the bridges'
+// and the broker's admin listeners have none to bound).
+func addConcurrencyFlag(fs *pflag.FlagSet, cfg *roles.Server) {
+	fs.IntVar(&cfg.MaxConcurrent, "max-concurrent", transport.DefaultMaxConcurrent, "API requests handled at once; more are answered 503 with Retry-After (negative: no limit)")
 }
 
 // validate checks what only the command line decides: every role it starts has a name (for

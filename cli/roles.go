@@ -68,6 +68,7 @@ func (a *app) newComp2Cmd() *cobra.Command {
 		Args: cobra.NoArgs,
 	}
 	sf := addServerFlags(cmd.Flags(), &cfg.Server, "listen", roles.DefaultListen, "ars-comp-2")
+	addConcurrencyFlag(cmd.Flags(), &cfg.Server)
 	uf := addUpstreamFlags(cmd.Flags(), &cfg.Upstream, "the legacy backend, HTTP/1.1 unless --http2")
 	var window time.Duration
 	cmd.Flags().DurationVar(&window, "dedup-window", dedup.DefaultTTL, "answer an alarm (its Request-Id and content) that was forwarded within this window without forwarding it again (0: off)")
@@ -96,6 +97,7 @@ func (a *app) newComp1Cmd() *cobra.Command {
 		Args: cobra.NoArgs,
 	}
 	sf := addServerFlags(cmd.Flags(), &cfg.Server, "listen", roles.DefaultListen, "ars-comp-1")
+	addConcurrencyFlag(cmd.Flags(), &cfg.Server)
 	uf := addUpstreamFlags(cmd.Flags(), &cfg.Upstream, "component 2 or http2mqtt")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if err := a.validate(cmd, sf, uf); err != nil {
@@ -116,6 +118,7 @@ func (a *app) newRastSimCmd() *cobra.Command {
 		Args: cobra.NoArgs,
 	}
 	sf := addServerFlags(cmd.Flags(), &cfg.Server, "listen", ":1337", "ars-comp-3")
+	addConcurrencyFlag(cmd.Flags(), &cfg.Server)
 	cmd.Flags().StringVar(&cfg.Model, "model", "mascots2022", "delay model: mascots2022 (the original's -m 0) or none")
 	cmd.Flags().IntVar(&cfg.CorrMax, "corr-max", 0, "re-predict up to this many times as other requests finish (0: PR3 stays 0)")
 	cmd.Flags().StringVar(&cfg.MappingFile, "mapping", "", "request mapping JSON of the original format (default: the alarm command only)")

@@ -32,6 +32,11 @@ type Server struct {
 	ServiceName string
 	// MaxBodyBytes limits request bodies; zero means transport.DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+	// MaxConcurrent bounds the API requests handled at once; more are answered 503 with
+	// Retry-After (transport.LimitConcurrent). Zero means transport.DefaultMaxConcurrent,
+	// negative no limit. The admin endpoints are not bounded, so health checks and metrics
+	// still answer under overload.
+	MaxConcurrent int
 	// ShutdownTimeout bounds the graceful shutdown; zero means transport.DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
 	// ReadHeaderTimeout and ReadTimeout bound how long a client may take to send its headers and
@@ -173,7 +178,12 @@ func NewHTTPService(cfg Server, api http.Handler, ready func(context.Context) er
 
 	mux := http.NewServeMux()
 	transport.Admin{Gatherer: cfg.Registry, Ready: ready}.Register(mux)
-	mux.Handle("/", transport.RequestID(metrics.Wrap(api, cfg.Logger)))
+	limit := cfg.MaxConcurrent
+	if limit == 0 {
+		limit = transport.DefaultMaxConcurrent
+	}
+	// Inside the metrics, so that shed requests are counted (code 503) and logged.
+	mux.Handle("/", transport.RequestID(metrics.Wrap(transport.LimitConcurrent(api, limit), cfg.Logger)))
 
 	s := &HTTPService{cfg: cfg, ln: ln}
 	s.server = transport.Server{

@@ -8,10 +8,13 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/lpsdev/lps/alarm"
 	"github.com/lpsdev/lps/config"
@@ -355,5 +358,77 @@ func TestWithoutDedupForwardEndsWithTheWait(t *testing.T) {
 	case <-cut:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the forward was not cut when the wait ended")
+	}
+}
+
+// TestOverloadIsShedWith503: with --max-concurrent 1 and the backend holding the first alarm,
+// a second alarm is answered 503 with Retry-After at once and not forwarded, counted in the
+// request metrics, while /healthz still answers; the first completes when the backend does.
+func TestOverloadIsShedWith503(t *testing.T) {
+	b := &backend{delay: make(chan struct{})}
+	up := httptest.NewServer(b)
+	defer up.Close()
+	reg := prometheus.NewRegistry()
+	cfg := comp2.Config{Upstream: roles.Upstream{URL: up.URL}}
+	cfg.Listener = testutil.Listen(t)
+	cfg.MaxConcurrent = 1
+	cfg.Registry = reg
+	c, err := comp2.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Run(t, c)
+	base := "http://" + c.Addr().String()
+	post := func(id string) (*http.Response, error) {
+		req, _ := http.NewRequest(http.MethodPost, base+alarm.CommandPath, strings.NewReader(`{"id":"0151","body":"Phone: 0151, Branch: 2001, Headnumber: 8023, TriggerTime: 2026-11-26T04:00:00Z"}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Request-Id", id)
+		return http.DefaultClient.Do(req)
+	}
+	first := make(chan int, 1)
+	go func() {
+		resp, err := post("held")
+		if err != nil {
+			t.Error(err)
+			first <- 0
+			return
+		}
+		resp.Body.Close()
+		first <- resp.StatusCode
+	}()
+	testutil.Eventually(t, 30*time.Second, func() error {
+		if n := testutil.Metric(t, reg, "lps_http_requests_in_flight", nil); n != 1 {
+			return fmt.Errorf("%v requests in flight", n)
+		}
+		return nil
+	})
+	resp, err := post("shed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("second alarm: %d, Retry-After %q; want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	health, err := http.Get(base + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	health.Body.Close()
+	if health.StatusCode != 200 {
+		t.Errorf("/healthz under overload: %d", health.StatusCode)
+	}
+	close(b.delay)
+	if code := <-first; code != 200 {
+		t.Errorf("the alarm in progress got %d", code)
+	}
+	b.mu.Lock()
+	ids := slices.Clone(b.ids)
+	b.mu.Unlock()
+	if !slices.Equal(ids, []string{"held"}) {
+		t.Errorf("the backend received %v, want only the alarm taken", ids)
+	}
+	if n := testutil.Metric(t, reg, "lps_http_requests_total", map[string]string{"code": "503"}); n != 1 {
+		t.Errorf("%v requests counted with 503, want 1", n)
 	}
 }
