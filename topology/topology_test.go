@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -123,6 +124,99 @@ func TestUnknownKind(t *testing.T) {
 	if _, err := topology.New(topology.Config{Kind: "mesh"}); err == nil || !strings.Contains(err.Error(), "mesh") {
 		t.Errorf("error %v, want one naming the kind", err)
 	}
+}
+
+// BenchmarkChain measures alarms delivered end to end, comp1 to rast-sim (model off), by each
+// topology in one process with its defaults: b.N alarms from 60 senders, and the clock stops
+// when rast-sim received the last of them, so the LPS's backlog counts. It reports acked/s
+// (while sending) beside delivered/s.
+func BenchmarkChain(b *testing.B) {
+	for _, kind := range []string{topology.Baseline, topology.LPS} {
+		b.Run(kind, func(b *testing.B) {
+			top := startTopology(b, topology.Config{Kind: kind, Model: "none"})
+			urls := top.Comp1URLs()
+			client := &transport.Client{}
+			body := []byte(`{"phone":"1","branch":"2001","headnumber":"8023","triggertime":"2026-11-26T04:00:00Z"}`)
+			before := top.Sim().Counts().Received
+			b.SetParallelism(30) // 60 senders on 2 cores
+			b.ResetTimer()
+			start := time.Now()
+			var i atomic.Int64
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					u := urls[i.Add(1)%int64(len(urls))]
+					if _, err := client.Post(context.Background(), u, "application/json", body); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			acked := time.Since(start)
+			deadline := time.Now().Add(5 * time.Minute)
+			for top.Sim().Counts().Received-before < b.N {
+				if time.Now().After(deadline) {
+					b.Fatalf("rast-sim received %d of %d alarms in 5 minutes", top.Sim().Counts().Received-before, b.N)
+				}
+				time.Sleep(time.Millisecond)
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/acked.Seconds(), "acked/s")
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "delivered/s")
+		})
+	}
+}
+
+// BenchmarkDrain measures the LPS's service rate μ with rast-sim's model on and every other
+// default, as issue 15 defines it: b.N alarms are accepted while every mqtt2http is stopped (a
+// backlog in the broker, with a data dir), then the consumers start and the clock runs until
+// rast-sim received the last of them. -benchtime 90000x is the issue's case.
+func BenchmarkDrain(b *testing.B) {
+	top := startTopology(b, topology.Config{Kind: topology.LPS, DataDir: b.TempDir()})
+	consumers := top.ByRole(topology.RoleMQTT2HTTP)
+	for _, s := range consumers {
+		if err := top.Stop(s.Name); err != nil {
+			b.Fatal(err)
+		}
+	}
+	urls := top.Comp1URLs()
+	client := &transport.Client{}
+	body := []byte(`{"phone":"1","branch":"2001","headnumber":"8023","triggertime":"2026-11-26T04:00:00Z"}`)
+	var i atomic.Int64
+	var wg sync.WaitGroup
+	for range 60 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := i.Add(1); n <= int64(b.N); n = i.Add(1) {
+				if _, err := client.Post(context.Background(), urls[n%int64(len(urls))], "application/json", body); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if st := top.Status(); st.Backlog != b.N || st.Delivered != 0 {
+		b.Fatalf("before the drain: backlog %d, delivered %d; want %d and 0", st.Backlog, st.Delivered, b.N)
+	}
+	b.ResetTimer()
+	start := time.Now()
+	for _, s := range consumers {
+		if err := top.Start(s.Name); err != nil {
+			b.Fatal(err)
+		}
+	}
+	deadline := start.Add(30 * time.Minute)
+	for top.Sim().Counts().Received < b.N {
+		if time.Now().After(deadline) {
+			b.Fatalf("rast-sim received %d of %d alarms in 30 minutes", top.Sim().Counts().Received, b.N)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	took := time.Since(start)
+	b.StopTimer()
+	b.ReportMetric(took.Seconds(), "drain-s")
+	b.ReportMetric(float64(b.N)/took.Seconds(), "μ/s")
 }
 
 // BenchmarkBaselineChain measures alarms through comp1 -> comp2 -> rast-sim (model off) in one
