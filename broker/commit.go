@@ -36,6 +36,7 @@ type committer struct {
 	wake    *sync.Cond
 	pending []op
 	next    *flush // carries pending; replaced when the writer takes them
+	writing *flush // the flush being written, nil between writes
 	closing bool
 	done    chan struct{} // closed when the writer returned
 
@@ -84,10 +85,24 @@ func (c *committer) start(st *store, met *metrics) {
 
 // then calls fn with f's outcome once f is written, on the committer's
 // callback goroutine, in the order of the flushes. fn may lock what it
-// likes but must not wait for a later flush.
+// likes but must not wait for a later flush. A nil f means "after every
+// change enqueued so far": fn runs after the callbacks of every earlier
+// flush (with a nil error), so that acknowledgements that need no write of
+// their own keep their place among those that do.
 func (c *committer) then(f *flush, fn func(error)) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if f == nil {
+		switch {
+		case len(c.pending) > 0:
+			f = c.next
+		case c.writing != nil:
+			f = c.writing
+		default:
+			c.queueCall(fn, nil)
+			return
+		}
+	}
 	if f.written {
 		c.queueCall(fn, f.err)
 		return
@@ -181,7 +196,7 @@ func (c *committer) run() {
 			return
 		}
 		ops, f := c.pending, c.next
-		c.pending, c.next = nil, newFlush()
+		c.pending, c.next, c.writing = nil, newFlush(), f
 		hook := c.beforeApply
 		c.mu.Unlock()
 		if hook != nil {
@@ -201,6 +216,7 @@ func (c *committer) run() {
 		}
 		c.mu.Lock()
 		c.finish(f, err)
+		c.writing = nil
 		c.mu.Unlock()
 	}
 }

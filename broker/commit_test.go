@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,12 +24,17 @@ import (
 type gate struct {
 	entered chan []op
 	open    chan struct{}
+	release func() // opens the gate, once
 }
 
 // holdWrites makes c's writer stop before each transaction at the gate, the
-// first time only.
-func holdWrites(c *committer) *gate {
+// first time only. The gate opens at the end of the test if the test did not
+// open it, so that a failing test does not hold the broker's shutdown.
+func holdWrites(t *testing.T, c *committer) *gate {
 	g := &gate{entered: make(chan []op, 1), open: make(chan struct{})}
+	var once sync.Once
+	g.release = func() { once.Do(func() { close(g.open) }) }
+	t.Cleanup(g.release)
 	first := true
 	c.mu.Lock()
 	c.beforeApply = func(ops []op) {
@@ -76,7 +82,7 @@ func storedKeys(t *testing.T, st *store) []string {
 // together in the next one, and each caller's wait returns only then.
 func TestGroupCommitGathersWhatArrivesDuringAWrite(t *testing.T) {
 	st, met := openTestStore(t)
-	g := holdWrites(&st.commits)
+	g := holdWrites(t, &st.commits)
 
 	first := st.enqueue(putBatch("a"))
 	select {
@@ -93,7 +99,7 @@ func TestGroupCommitGathersWhatArrivesDuringAWrite(t *testing.T) {
 		t.Fatal("a flush was done before the writer could write it")
 	default:
 	}
-	close(g.open)
+	g.release()
 	for i, f := range append([]*flush{first}, later...) {
 		if err := f.wait(); err != nil {
 			t.Fatalf("flush %d: %v", i, err)
@@ -139,7 +145,7 @@ func TestCommitterClose(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			g := holdWrites(&st.commits)
+			g := holdWrites(t, &st.commits)
 			st.enqueue(putBatch("a"))
 			<-g.entered
 			pending := st.enqueue(putBatch("b"))
@@ -155,7 +161,7 @@ func TestCommitterClose(t *testing.T) {
 				}
 				return nil
 			})
-			close(g.open)
+			g.release()
 			if err := <-closed; err != nil {
 				t.Fatalf("close: %v", err)
 			}
@@ -193,7 +199,7 @@ func TestCommitterClose(t *testing.T) {
 func TestPublishAcknowledgedOnlyOnDisk(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	b := startBroker(t, Config{DataDir: t.TempDir(), Registerer: reg, Queues: []Queue{{Group: "g", Filter: "t/#"}}})
-	g := holdWrites(&b.st.commits)
+	g := holdWrites(t, &b.st.commits)
 
 	c, _ := dialRaw(t, b.Addr().String(), rawOpts{id: "pub"})
 	c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, TopicName: "t/1", PacketID: 1, Payload: []byte("x")})
@@ -213,7 +219,7 @@ func TestPublishAcknowledgedOnlyOnDisk(t *testing.T) {
 	} else if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
 		t.Fatalf("reading: %v", err)
 	}
-	close(g.open)
+	g.release()
 	if ack := c.expect(packets.Puback); ack.ReasonCode != 0 {
 		t.Fatalf("PUBACK reason %#x after the write", ack.ReasonCode)
 	}
@@ -230,5 +236,36 @@ func TestPublishAcknowledgedOnlyOnDisk(t *testing.T) {
 	}
 	if n := testutil.Metric(t, reg, "lps_broker_publishes_refused_total", map[string]string{"reason": "store_error"}); n != 1 {
 		t.Errorf("store_error refusals %v, want 1", n)
+	}
+}
+
+// TestAcknowledgementsKeepPublishOrder: with a data dir, a publish that needs no write (only a
+// non-persistent subscriber) and one that nothing takes (0x10) are acknowledged after an
+// earlier one that waits for its write, never before it [MQTT-4.6.0-2].
+func TestAcknowledgementsKeepPublishOrder(t *testing.T) {
+	b := startBroker(t, Config{DataDir: t.TempDir(), Queues: []Queue{{Group: "g", Filter: "stored/#"}}})
+	sub, _ := dialRaw(t, b.Addr().String(), rawOpts{id: "volatile"}) // clean session: nothing of it is stored
+	sub.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe}, PacketID: 1,
+		Filters: packets.Subscriptions{{Filter: "volatile/1", Qos: 1}}})
+	sub.expect(packets.Suback)
+	g := holdWrites(t, &b.st.commits)
+
+	c, _ := dialRaw(t, b.Addr().String(), rawOpts{id: "pub"})
+	for i, topic := range []string{"stored/1", "volatile/1", "nobody/1"} {
+		c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, TopicName: topic,
+			PacketID: uint16(i + 1), Payload: []byte("x")})
+	}
+	select {
+	case <-g.entered:
+	case <-time.After(testTimeout):
+		t.Fatal("the first message never reached the committer")
+	}
+	c.ping() // the broker read all three publishes: any acknowledgement it wrote at once came first
+	g.release()
+	for i, want := range []byte{0, 0, packets.CodeNoMatchingSubscribers.Code} {
+		ack := c.expect(packets.Puback)
+		if ack.PacketID != uint16(i+1) || ack.ReasonCode != want {
+			t.Fatalf("acknowledgement %d: packet id %d reason %#x, want id %d reason %#x", i, ack.PacketID, ack.ReasonCode, i+1, want)
+		}
 	}
 }

@@ -33,10 +33,24 @@ func (d *dispatcher) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	if err != nil {
 		return d.answerNoSubscribers(cl, pk)
 	}
-	if f != nil && pk.FixedHeader.Qos > 0 {
+	if d.st != nil && pk.FixedHeader.Qos > 0 {
+		// Also when nothing was stored (f nil: only non-persistent
+		// subscribers): the acknowledgement must not overtake those of
+		// earlier publishes that wait for a write [MQTT-4.6.0-2].
 		return d.ackWhenStored(cl, pk, f)
 	}
 	return pk, packets.CodeSuccessIgnore
+}
+
+// inOrder runs write, which writes an acknowledgement to a publisher, after
+// the acknowledgements still waiting for the data dir (ackWhenStored), so
+// that they keep the order of the publishes; without a data dir, at once.
+func (d *dispatcher) inOrder(write func()) {
+	if d.st == nil {
+		write()
+		return
+	}
+	d.st.commits.then(nil, func(error) { write() })
 }
 
 // ackWhenStored acknowledges a QoS 1/2 publish once the data dir's flush
@@ -49,10 +63,10 @@ func (d *dispatcher) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 // is done here: the receive quota is taken until the flow ends (PUBACK for
 // QoS 1; for QoS 2 mochi gives it back at PUBCOMP, processPubrel), and a
 // QoS 2 flow is entered in mochi's inflight state before its PUBREC exists,
-// so that a PUBREL finds it and a resent PUBLISH is recognised. The
-// acknowledgement goes to the connection's writer (send) if the publisher
-// is still on that connection; on a new one it resends the message, and
-// gets its acknowledgement then.
+// so that a PUBREL finds it and a resent PUBLISH is recognised. If the
+// publisher's connection ended meanwhile, the write fails; mochi resends an
+// inflight PUBREC to the session's next connection, and a QoS 1 publisher
+// resends its PUBLISH.
 func (d *dispatcher) ackWhenStored(cl *mqtt.Client, pk packets.Packet, f *flush) (packets.Packet, error) {
 	qos := pk.FixedHeader.Qos
 	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID}
@@ -84,10 +98,12 @@ func (d *dispatcher) ackWhenStored(cl *mqtt.Client, pk packets.Packet, f *flush)
 		} else if qos == 1 {
 			cl.State.Inflight.IncreaseReceiveQuota()
 		}
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		if s := d.sessions[cl.ID]; s != nil && s.conn != nil && s.conn.cl == cl {
-			d.send(s.conn, ack)
+		// Written here, on the committer's callback goroutine, as every
+		// acknowledgement that waits for the data dir is (inOrder), so that
+		// they keep their order. mochi's write does not block (batchconn
+		// queues it) unless a megabyte waits for this client already.
+		if err := cl.WritePacket(ack); err != nil {
+			d.log.Debug("writing acknowledgement to publisher", zap.String("client", cl.ID), zap.Error(err))
 		}
 	})
 	return pk, packets.ErrRejectPacket // mochi writes nothing
@@ -143,9 +159,11 @@ func (d *dispatcher) answerNoSubscribers(cl *mqtt.Client, pk packets.Packet) (pa
 			}
 		}
 	}
-	if err := writeAck(cl, ackType, pk.PacketID, packets.CodeNoMatchingSubscribers.Code); err != nil {
-		d.log.Debug("writing acknowledgement to publisher", zap.String("client", cl.ID), zap.Error(err))
-	}
+	d.inOrder(func() {
+		if err := writeAck(cl, ackType, pk.PacketID, packets.CodeNoMatchingSubscribers.Code); err != nil {
+			d.log.Debug("writing acknowledgement to publisher", zap.String("client", cl.ID), zap.Error(err))
+		}
+	})
 	return pk, packets.ErrRejectPacket // mochi writes nothing more
 }
 
@@ -173,7 +191,9 @@ func (d *dispatcher) refuse(cl *mqtt.Client, pk packets.Packet, err error) (pack
 		return pk, packets.CodeSuccessIgnore // nothing to answer; route counted it
 	case cl.Properties.ProtocolVersion < 5:
 		// MQTT 3.1.1 has no negative acknowledgement: closing the
-		// connection is the only way not to acknowledge.
+		// connection is the only way not to acknowledge. Acknowledgements
+		// still waiting for the data dir are lost with it; their publishes
+		// are sent again.
 		cl.Stop(code)
 		return pk, packets.ErrRejectPacket
 	}
@@ -184,13 +204,15 @@ func (d *dispatcher) refuse(cl *mqtt.Client, pk packets.Packet, err error) (pack
 	if pk.FixedHeader.Qos == 2 {
 		ackType = packets.Pubrec
 	}
-	if werr := cl.WritePacket(packets.Packet{
-		FixedHeader: packets.FixedHeader{Type: ackType},
-		PacketID:    pk.PacketID,
-		ReasonCode:  code.Code,
-		Properties:  packets.Properties{ReasonString: code.Reason},
-	}); werr != nil {
-		d.log.Debug("writing refusal to publisher", zap.String("client", cl.ID), zap.Error(werr))
-	}
+	d.inOrder(func() {
+		if werr := cl.WritePacket(packets.Packet{
+			FixedHeader: packets.FixedHeader{Type: ackType},
+			PacketID:    pk.PacketID,
+			ReasonCode:  code.Code,
+			Properties:  packets.Properties{ReasonString: code.Reason},
+		}); werr != nil {
+			d.log.Debug("writing refusal to publisher", zap.String("client", cl.ID), zap.Error(werr))
+		}
+	})
 	return pk, packets.ErrRejectPacket
 }
