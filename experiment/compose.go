@@ -328,3 +328,7 @@ func (c *composeTarget) Close() {
 	defer cancel()
 	_, _ = c.compose(ctx, "down", "-v", "--remove-orphans", "-t", "10")
 }
+
+// CPU is not measured for containers: docker stats would give it per container, but the
+// experiment's CPU figures are for the local target, where every role is a process of its own.
+func (c *composeTarget) CPU() map[string]time.Duration { return nil }

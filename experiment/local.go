@@ -37,6 +37,9 @@ type target interface {
 	Start(ctx context.Context, service string) error
 	// Received is every Request-Id rast-sim received and how often, over all its runs.
 	Received(ctx context.Context) (map[string]int, error)
+	// CPU is the CPU time each service used so far, over all its runs, by service name; nil
+	// when the target cannot tell.
+	CPU() map[string]time.Duration
 	Close()
 }
 
@@ -217,4 +220,13 @@ func (l *local) Close() {
 		go func() { defer wg.Done(); _ = p.Kill() }()
 	}
 	wg.Wait()
+}
+
+// CPU reads every process's CPU time (faults.Process.CPU).
+func (l *local) CPU() map[string]time.Duration {
+	out := make(map[string]time.Duration, len(l.procs))
+	for name, p := range l.procs {
+		out[name] = p.CPU()
+	}
+	return out
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/csv"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,6 +33,9 @@ func Verify(cfg Config, e report.Experiment, late time.Duration) error {
 			verifyFaults(fail, cfg, r, late)
 		}
 		verifyLedger(fail, cfg, r)
+		if cfg.Target == "local" {
+			verifyCPU(fail, r)
+		}
 	}
 	back, err := report.ReadResults(filepath.Join(cfg.Out, "results.json"))
 	switch {
@@ -46,6 +50,9 @@ func Verify(cfg Config, e report.Experiment, late time.Duration) error {
 				r.Lost != w.Lost || r.Duplicated != w.Duplicated || r.GivenUp != w.GivenUp || len(r.Faults) != len(w.Faults) {
 				fail("results.json's %s run disagrees with the ledger: %d/%d/%d/%d/%d, want %d/%d/%d/%d/%d (sent/acked/received/lost/duplicated)",
 					r.Topology, r.Sent, r.Acked, r.Received, r.Lost, r.Duplicated, w.Sent, w.Acked, w.Received, w.Lost, w.Duplicated)
+			}
+			if !maps.Equal(r.CPU, w.CPU) {
+				fail("results.json's %s run has CPU figures %v, want %v", r.Topology, r.CPU, w.CPU)
 			}
 		}
 	}
@@ -62,6 +69,27 @@ func Verify(cfg Config, e report.Experiment, late time.Duration) error {
 		fail("%v", err)
 	}
 	return errors.Join(errs...)
+}
+
+// verifyCPU checks that a local run measured the CPU time of every role of its topology, and
+// that they used some.
+func verifyCPU(fail func(string, ...any), r report.Run) {
+	plan, err := topology.Describe(r.Topology, 0)
+	if err != nil {
+		fail("%v", err)
+		return
+	}
+	var total float64
+	for _, n := range plan.Services {
+		v, ok := r.CPU[n.Role]
+		if !ok || v < 0 {
+			fail("%s: CPU of %s is %v (measured: %v)", r.Topology, n.Role, v, ok)
+		}
+		total += v
+	}
+	if total <= 0 {
+		fail("%s: the roles used no CPU time: %v", r.Topology, r.CPU)
+	}
 }
 
 // PlotIDs are the HTML ids of the plots report.html must have for e.

@@ -32,6 +32,8 @@ type workload struct {
 
 	mu    sync.Mutex
 	loads []*loadgen.Load
+
+	cpu0 map[string]time.Duration // the services' CPU time when the load began
 }
 
 func newWorkload(cfg *Config, kind string, t target) *workload {
@@ -77,6 +79,7 @@ func (w *workload) failover(ctx context.Context) (report.Run, error) {
 	sctx, stopSampling := context.WithCancel(ctx)
 	defer stopSampling()
 	start := time.Now()
+	w.cpu0 = w.t.CPU()
 	go smp.run(sctx)
 	stopBackground := w.background(ctx, sched.Load)
 	defer stopBackground()
@@ -105,7 +108,30 @@ func (w *workload) finish(ctx context.Context, smp *sampler, start, end time.Tim
 		return report.Run{}, err
 	}
 	stopSampling()
-	return w.measure(ctx, smp, start, end, drain)
+	cpu := w.t.CPU()
+	r, err := w.measure(ctx, smp, start, end, drain)
+	r.CPU = w.cpuPerThousand(cpu, r.Acked)
+	return r, err
+}
+
+// cpuPerThousand is the CPU time each role's processes used from the start of the load to the
+// end of the drain, in seconds per 1,000 acknowledged alarms, summed over the role's instances
+// (rast-sim's includes serving the background workload); nil when the target does not measure
+// it.
+func (w *workload) cpuPerThousand(now map[string]time.Duration, acked int) map[string]float64 {
+	if now == nil || acked == 0 {
+		return nil
+	}
+	plan := w.t.Plan()
+	out := map[string]float64{}
+	for name, d := range now {
+		n, ok := plan.Node(name)
+		if !ok {
+			continue
+		}
+		out[n.Role] += (d - w.cpu0[name]).Seconds() * 1000 / float64(acked)
+	}
+	return out
 }
 
 // inject stops and starts the schedule's services at their times, and reports when each was
@@ -270,6 +296,7 @@ func (w *workload) performance(ctx context.Context) (report.Run, error) {
 	sctx, stopSampling := context.WithCancel(ctx)
 	defer stopSampling()
 	start := time.Now()
+	w.cpu0 = w.t.CPU()
 	go smp.run(sctx)
 	stopBackground := w.background(ctx, time.Duration(w.cfg.MaxSteps)*stepLen)
 	defer stopBackground()

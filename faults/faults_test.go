@@ -85,6 +85,10 @@ func TestProcessRestartsOnItsPort(t *testing.T) {
 	if p.Running() || p.Pid() != 0 {
 		t.Fatal("still running after Kill")
 	}
+	ended := p.CPU()
+	if ended <= 0 {
+		t.Errorf("CPU of the killed run %s, want its accounted time", ended)
+	}
 	if err := post(); err == nil {
 		t.Fatal("a killed rast-sim answered")
 	}
@@ -94,8 +98,14 @@ func TestProcessRestartsOnItsPort(t *testing.T) {
 	if p.Arg("--listen") != addr || p.Pid() == pid || p.Run() != 2 {
 		t.Errorf("second run at %s pid %d run %d; want %s, a new pid, run 2", p.Arg("--listen"), p.Pid(), p.Run(), addr)
 	}
-	if err := post(); err != nil {
-		t.Fatal(err)
+	// Enough work for the second run to show in /proc/PID/stat's 10 ms ticks.
+	for range 2000 {
+		if err := post(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if running := p.CPU(); running <= ended {
+		t.Errorf("CPU after 2,000 requests in the second run %s, want more than the first run's %s", running, ended)
 	}
 	if err := p.Term(ctx); err != nil {
 		t.Fatal(err)
@@ -103,8 +113,8 @@ func TestProcessRestartsOnItsPort(t *testing.T) {
 	if err := p.ExitErr(); err != nil {
 		t.Errorf("exit after SIGTERM: %v, want a clean exit", err)
 	}
-	if n := audit.Load(); n != 2 {
-		t.Errorf("OnLine saw %d CMD-START lines, want 2", n)
+	if n := audit.Load(); n != 2001 {
+		t.Errorf("OnLine saw %d CMD-START lines, want 2001", n)
 	}
 	log, _ := os.ReadFile(logPath)
 	if bytes.Count(log, []byte("=== sim run ")) != 2 {

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -83,6 +84,7 @@ type Process struct {
 	done    chan struct{} // closed when the current run exited and its output was read
 	exitErr error
 	first   map[string]map[string]any // first log line of each message in the current run
+	ended   time.Duration             // CPU time of the runs that ended
 }
 
 // NewProcess returns a process that is not started yet.
@@ -174,6 +176,42 @@ func (p *Process) Pid() int {
 	return p.cmd.Process.Pid
 }
 
+// userHZ is the unit of the CPU times in /proc/PID/stat: USER_HZ, 100 on every Linux ABI.
+const userHZ = 100
+
+// CPU is the CPU time (user and system) the process used over all its runs: the ended runs'
+// from the kernel's accounting at their exit, the current run's from /proc/PID/stat so far.
+func (p *Process) CPU() time.Duration {
+	p.mu.Lock()
+	total := p.ended
+	p.mu.Unlock()
+	pid := p.Pid()
+	if pid == 0 {
+		return total
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return total // it ended just now: its time is in ended once Wait returned
+	}
+	// The command name (field 2) is in parentheses and may hold spaces; utime and stime are
+	// fields 14 and 15, the 12th and 13th after it.
+	s := string(data)
+	i := strings.LastIndex(s, ") ")
+	if i < 0 {
+		return total
+	}
+	f := strings.Fields(s[i+2:])
+	if len(f) < 13 {
+		return total
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return total
+	}
+	return total + time.Duration(utime+stime)*time.Second/userHZ
+}
+
 // Start starts the process (again) with its arguments. It does not wait for readiness; see
 // WaitReady and StartReady.
 func (p *Process) Start() error {
@@ -237,6 +275,9 @@ func (p *Process) Start() error {
 		}
 		p.mu.Lock()
 		p.exitErr = err
+		if st := cmd.ProcessState; st != nil {
+			p.ended += st.UserTime() + st.SystemTime()
+		}
 		p.mu.Unlock()
 		close(done)
 	}()

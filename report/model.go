@@ -64,6 +64,9 @@ type Run struct {
 	Seconds []Second `json:"seconds"`
 	// Consumers counts the alarms each mqtt2http instance forwarded (LPS only), by service name.
 	Consumers map[string]int `json:"consumers,omitempty"`
+	// CPU is the CPU time each role used from the start of the load to the end of the drain, in
+	// seconds per 1,000 acknowledged alarms, summed over its instances (local target only).
+	CPU map[string]float64 `json:"cpu_s_per_1000_alarms,omitempty"`
 	// Latencies are the response times of the acknowledged alarms (all of them, or an even
 	// sample of at most 100,000), for the CDF. Not in results.json.
 	Latencies []time.Duration `json:"-"`

@@ -664,3 +664,40 @@ func TestExampleReports(t *testing.T) {
 		t.Logf("wrote %s", sub)
 	}
 }
+
+// TestSummaryCPURows: CPU seconds per 1,000 alarms get a row per role, "-" where a topology has
+// no such role, and a total; without CPU figures (the compose target) there are none.
+func TestSummaryCPURows(t *testing.T) {
+	e := synthetic(420, 200)
+	var b bytes.Buffer
+	if err := Summary(&b, e); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(b.String(), "CPU") {
+		t.Errorf("CPU rows without CPU figures:\n%s", b.String())
+	}
+	e.Runs[0].CPU = map[string]float64{"comp1": 0.1, "comp2": 0.05, "rast-sim": 0.025}
+	e.Runs[1].CPU = map[string]float64{"comp1": 0.1, "http2mqtt": 0.08, "broker": 0.05, "mqtt2http": 0.07, "comp2": 0.05, "rast-sim": 0.025}
+	dir, _ := writeTo(t, e)
+	md, err := os.ReadFile(filepath.Join(dir, "summary.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"| CPU s/1,000 alarms, comp1 | 0.100 | 0.100 |",
+		"| CPU s/1,000 alarms, broker | - | 0.050 |",
+		"| CPU s/1,000 alarms, rast-sim | 0.025 | 0.025 |",
+		"| CPU s/1,000 alarms, total | 0.175 | 0.375 |",
+	} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("summary.md lacks %q:\n%s", want, md)
+		}
+	}
+	back, err := ReadResults(filepath.Join(dir, "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(back.Runs[1].CPU, e.Runs[1].CPU) {
+		t.Errorf("results.json's CPU figures %v, want %v", back.Runs[1].CPU, e.Runs[1].CPU)
+	}
+}

@@ -37,6 +37,41 @@ func summaryRows() []row {
 	}
 }
 
+// cpuRoles are the roles whose CPU time the summary shows, in the order of an alarm's path.
+var cpuRoles = []string{"comp1", "http2mqtt", "broker", "mqtt2http", "comp2", "rast-sim"}
+
+// cpuRows are the rows of CPU seconds per 1,000 alarms, per role and in total, when a run
+// measured them; "-" for a role a topology does not have.
+func cpuRows(e Experiment) []row {
+	measured := false
+	for _, r := range e.Runs {
+		measured = measured || len(r.CPU) > 0
+	}
+	if !measured {
+		return nil
+	}
+	var rows []row
+	for _, role := range cpuRoles {
+		rows = append(rows, row{"CPU s/1,000 alarms, " + role, func(r Run) string {
+			v, ok := r.CPU[role]
+			if !ok {
+				return "-"
+			}
+			return number(v, 3)
+		}})
+	}
+	return append(rows, row{"CPU s/1,000 alarms, total", func(r Run) string {
+		if len(r.CPU) == 0 {
+			return "-"
+		}
+		var sum float64
+		for _, v := range r.CPU {
+			sum += v
+		}
+		return number(sum, 3)
+	}})
+}
+
 // number writes f with prec decimals. ρ = λ/μ is infinite or NaN when nothing was served, and
 // the table must still print.
 func number(f float64, prec int) string {
@@ -58,7 +93,7 @@ func summaryTable(e Experiment) table {
 		t.Header = append(t.Header, r.Topology)
 		t.Numeric = append(t.Numeric, true)
 	}
-	for _, def := range summaryRows() {
+	for _, def := range append(summaryRows(), cpuRows(e)...) {
 		cells := []string{def.label}
 		for _, r := range e.Runs {
 			cells = append(cells, def.value(r))

@@ -126,6 +126,9 @@ func TestUnknownKind(t *testing.T) {
 	}
 }
 
+// benchAlarm is the alarm the benchmarks send.
+var benchAlarm = []byte(`{"phone":"1","branch":"2001","headnumber":"8023","triggertime":"2026-11-26T04:00:00Z"}`)
+
 // BenchmarkChain measures alarms delivered end to end, comp1 to rast-sim (model off), by each
 // topology in one process with its defaults: b.N alarms from 60 senders, and the clock stops
 // when rast-sim received the last of them, so the LPS's backlog counts. It reports acked/s
@@ -136,7 +139,6 @@ func BenchmarkChain(b *testing.B) {
 			top := startTopology(b, topology.Config{Kind: kind, Model: "none"})
 			urls := top.Comp1URLs()
 			client := &transport.Client{}
-			body := []byte(`{"phone":"1","branch":"2001","headnumber":"8023","triggertime":"2026-11-26T04:00:00Z"}`)
 			before := top.Sim().Counts().Received
 			b.SetParallelism(30) // 60 senders on 2 cores
 			b.ResetTimer()
@@ -145,7 +147,7 @@ func BenchmarkChain(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
 					u := urls[i.Add(1)%int64(len(urls))]
-					if _, err := client.Post(context.Background(), u, "application/json", body); err != nil {
+					if _, err := client.Post(context.Background(), u, "application/json", benchAlarm); err != nil {
 						b.Error(err)
 						return
 					}
@@ -180,7 +182,6 @@ func BenchmarkDrain(b *testing.B) {
 	}
 	urls := top.Comp1URLs()
 	client := &transport.Client{}
-	body := []byte(`{"phone":"1","branch":"2001","headnumber":"8023","triggertime":"2026-11-26T04:00:00Z"}`)
 	var i atomic.Int64
 	var wg sync.WaitGroup
 	for range 60 {
@@ -188,7 +189,7 @@ func BenchmarkDrain(b *testing.B) {
 		go func() {
 			defer wg.Done()
 			for n := i.Add(1); n <= int64(b.N); n = i.Add(1) {
-				if _, err := client.Post(context.Background(), urls[n%int64(len(urls))], "application/json", body); err != nil {
+				if _, err := client.Post(context.Background(), urls[n%int64(len(urls))], "application/json", benchAlarm); err != nil {
 					b.Error(err)
 					return
 				}
@@ -227,7 +228,6 @@ func BenchmarkBaselineChain(b *testing.B) {
 			top := startTopology(b, topology.Config{Kind: topology.Baseline, Model: "none", HTTP2: h2})
 			urls := top.Comp1URLs()
 			client := &transport.Client{HTTP2: h2}
-			body := []byte(`{"phone":"1","branch":"2001","headnumber":"8023","triggertime":"2026-11-26T04:00:00Z"}`)
 			b.SetParallelism(16)
 			b.ResetTimer()
 			var i int64
@@ -238,7 +238,7 @@ func BenchmarkBaselineChain(b *testing.B) {
 					i++
 					u := urls[i%int64(len(urls))]
 					mu.Unlock()
-					if _, err := client.Post(context.Background(), u, "application/json", body); err != nil {
+					if _, err := client.Post(context.Background(), u, "application/json", benchAlarm); err != nil {
 						b.Error(err)
 						return
 					}
