@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -26,6 +25,7 @@ import (
 	"time"
 
 	"github.com/lpsdev/lps/alarm"
+	"github.com/lpsdev/lps/faults"
 	"github.com/lpsdev/lps/internal/testutil"
 	"github.com/lpsdev/lps/roles/mqttbroker"
 	"github.com/lpsdev/lps/roles/rastsim"
@@ -919,17 +919,15 @@ func run(ctx context.Context, env []string, dir, name string, args ...string) (s
 	return string(out), nil
 }
 
-// freePorts returns n ports free on 127.0.0.1 right now.
+// freePorts returns n ports free on 127.0.0.1 right now, below the kernel's range of
+// ephemeral ports: one from that range, closed for the engine to bind, can meanwhile be taken
+// by another test's outgoing connection, and up then fails with "address already in use" (CI
+// saw that).
 func freePorts(t *testing.T, n int) []int {
 	t.Helper()
-	var ports []int
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	ports, err := faults.LoopbackPorts(n)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return ports
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -98,7 +97,9 @@ func startCompose(ctx context.Context, cfg composeConfig) (_ *composeTarget, err
 		project: fmt.Sprintf("lpsexp%s%d", cfg.Kind, time.Now().UnixNano()%1_000_000),
 		http:    &http.Client{Timeout: 5 * time.Second}, seen: map[string]int{},
 	}
-	ports, err := freePorts(6 + len(plan.ByRole(topology.RoleMQTT2HTTP)))
+	// Below the ephemeral range: a port picked by listening on port 0 and then closed for the
+	// engine to bind can meanwhile become another program's outgoing connection's (CI saw that).
+	ports, err := faults.LoopbackPorts(6 + len(plan.ByRole(topology.RoleMQTT2HTTP)))
 	if err != nil {
 		return nil, err
 	}
@@ -162,25 +163,6 @@ func (c *composeTarget) override(consumerPorts []int) (string, error) {
 		return "", err
 	}
 	return path, os.WriteFile(path, []byte(b.String()), 0o644)
-}
-
-func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 // compose runs the compose command on the project.

@@ -1,6 +1,7 @@
 package faults
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"strconv"
@@ -28,6 +29,29 @@ var lowPorts struct {
 // random start, so two test binaries rarely meet). When none is free it returns
 // 127.0.0.1:0, a port the kernel picks.
 func LoopbackAddr() string {
+	if p := lowPort(); p != 0 {
+		return net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
+	}
+	return "127.0.0.1:0"
+}
+
+// LoopbackPorts returns n ports as LoopbackAddr picks them, for a program that binds them
+// itself later, such as the Docker engine publishing a compose file's ports, or an error when
+// there are not that many free.
+func LoopbackPorts(n int) ([]int, error) {
+	ports := make([]int, 0, n)
+	for range n {
+		p := lowPort()
+		if p == 0 {
+			return nil, fmt.Errorf("no free loopback port between %d and %d", lowPortMin, lowPortMax)
+		}
+		ports = append(ports, p)
+	}
+	return ports, nil
+}
+
+// lowPort is the next free port below the ephemeral range, or 0 when none is.
+func lowPort() int {
 	lowPorts.Lock()
 	defer lowPorts.Unlock()
 	if lowPorts.next == 0 {
@@ -38,11 +62,10 @@ func LoopbackAddr() string {
 		if lowPorts.next++; lowPorts.next >= lowPortMax {
 			lowPorts.next = lowPortMin
 		}
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
-		if l, err := net.Listen("tcp", addr); err == nil {
+		if l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p))); err == nil {
 			l.Close()
-			return addr
+			return p
 		}
 	}
-	return "127.0.0.1:0"
+	return 0
 }
