@@ -1,7 +1,10 @@
 # The lps image: the one static binary, every role (the subcommand picks it). Nothing is pulled
 # and nothing runs at build time, so it builds offline with the classic builder or BuildKit:
 #
-#   make image                     # = CGO_ENABLED=0 go build ... -o lps . && docker build -t lps:latest .
+#   make image                     # = CGO_ENABLED=0 go build -tags noexperiment ... -o lps . && docker build -t lps:latest .
+#
+# -tags noexperiment leaves out lps experiment (its report's plotting library and fonts are half
+# of a full binary); every role and lps up, load, probe are in.
 #
 # The binary must be static (CGO_ENABLED=0): the image has no libc, no shell, no CA bundle.
 FROM scratch

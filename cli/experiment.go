@@ -1,3 +1,5 @@
+//go:build !noexperiment
+
 package cli
 
 import (

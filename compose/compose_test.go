@@ -472,7 +472,7 @@ func buildImage(t *testing.T) string {
 	}
 	// As make image builds it, except that a copy of the sources without .git still builds
 	// (-buildvcs=auto, go's default).
-	if out, err := run(ctx, []string{"CGO_ENABLED=0"}, root, goCmd, "build", "-trimpath",
+	if out, err := run(ctx, []string{"CGO_ENABLED=0"}, root, goCmd, "build", "-tags", "noexperiment", "-trimpath",
 		"-ldflags", "-s -w -X main.version=compose-test", "-o", filepath.Join(dir, "lps"), "."); err != nil {
 		t.Fatalf("building lps: %v\n%s", err, out)
 	}
