@@ -93,7 +93,7 @@ dead-letter topic with the reason. Its admin listener serves /healthz, /readyz a
 		Args: cobra.NoArgs,
 	}
 	fs := cmd.Flags()
-	sf := addServerFlags(fs, &cfg.Admin, "admin-listen", ":9090", "proxy2")
+	sf := addServerFlags(fs, &cfg.Admin, "admin-listen", mqtt2http.DefaultAdminListen, "proxy2")
 	bf := addBrokerFlags(fs, &cfg.Broker, &cfg.Username, &cfg.Password, &cfg.MQTT)
 	uf := addUpstreamFlags(fs, &cfg.Upstream, "component 2")
 	fs.StringVar(&cfg.ShareGroup, "share-group", "", `shared subscription group (default "legacy_proxy", or the group of a $share/... --topic)`)
