@@ -25,6 +25,7 @@ func addBrokerFlags(fs *pflag.FlagSet, u, user, pass *string, opts *mqttconn.Opt
 	fs.StringVar(pass, "password", "", "broker password")
 	fs.DurationVar(&opts.SessionExpiry, "session-expiry", mqttconn.DefaultSessionExpiry, "MQTT session expiry: how long the broker keeps the session while this bridge is away")
 	fs.StringVar(&opts.SessionDir, "session-dir", "", "keep the client's half of the MQTT session here across restarts (empty: memory)")
+	addCAFileFlag(fs, opts)
 	aliasEnv(fs, "broker", alias{name: "MQTT_BROKER"})
 	aliasEnv(fs, "username", alias{name: "MQTT_USERNAME"})
 	aliasEnv(fs, "password", alias{name: "MQTT_PASSWORD"})
