@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"runtime/debug"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -95,6 +96,9 @@ func checkStoreFile(path string) error {
 		return fmt.Errorf("checking %s: %w", path, err)
 	}
 	defer f.Close()
+	if err := lockShared(f, time.Second); err != nil {
+		return fmt.Errorf("checking %s: %w", path, err)
+	}
 	fi, err := f.Stat()
 	if err != nil {
 		return fmt.Errorf("checking %s: %w", path, err)
@@ -111,6 +115,10 @@ func checkStoreFile(path string) error {
 	}
 	return nil
 }
+
+// errStoreLocked is returned when another process holds the store: bbolt's
+// Open would time out on the same lock.
+var errStoreLocked = errors.New("locked by another process (another broker on this data dir?)")
 
 // errReadingStore marks an I/O error (not damage) found by the walk.
 var errReadingStore = errors.New("reading")

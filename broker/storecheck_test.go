@@ -209,3 +209,18 @@ func FuzzOpenStore(f *testing.F) {
 		}
 	})
 }
+
+// TestOpenStoreInUse: a second store on a data dir that a running store holds fails as
+// locked, not as damaged (the check does not read a file another process is writing).
+func TestOpenStoreInUse(t *testing.T) {
+	dir := t.TempDir()
+	st, err := openStore(dir, true, zap.NewNop(), nil)
+	if err != nil {
+		t.Fatalf("openStore: %v", err)
+	}
+	defer func() { _ = st.close(true) }()
+	_, err = openStore(dir, true, zap.NewNop(), nil)
+	if !errors.Is(err, errStoreLocked) || errors.Is(err, errStoreDamaged) || !strings.Contains(err.Error(), filepath.Join(dir, dbFile)) {
+		t.Errorf("second openStore: %v; want errStoreLocked naming the file", err)
+	}
+}
