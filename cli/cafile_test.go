@@ -15,6 +15,7 @@ func TestCAFileErrorNamesTheFlag(t *testing.T) {
 		{"http2mqtt", "--listen", "127.0.0.1:0"},
 		{"mqtt2http", "--admin-listen", "127.0.0.1:0", "--upstream", "http://127.0.0.1:1"},
 		{"dead-letters"},
+		{"up", "--topology", "lps", "--ephemeral-ports"},
 	} {
 		t.Run(args[0], func(t *testing.T) {
 			var out, errOut bytes.Buffer
