@@ -76,7 +76,8 @@ func openStore(dir string, noSync bool, log *zap.Logger, met *metrics) (*store, 
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, err
 	}
-	db, err := bolt.Open(filepath.Join(dir, dbFile), 0o600, &bolt.Options{
+	path := filepath.Join(dir, dbFile)
+	db, err := openBolt(path, &bolt.Options{ // checks a file that is there first (storecheck.go)
 		// Another process holding the file (a second broker on the same
 		// data dir) makes Open fail instead of hanging.
 		Timeout:        time.Second,
@@ -98,7 +99,7 @@ func openStore(dir string, noSync bool, log *zap.Logger, met *metrics) (*store, 
 	})
 	if err != nil {
 		_ = db.Close()
-		return nil, err
+		return nil, fmt.Errorf("preparing %s: %w", path, err)
 	}
 	st := &store{log: log, db: db}
 	st.commits.start(st, met)

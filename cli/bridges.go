@@ -25,6 +25,7 @@ func addBrokerFlags(fs *pflag.FlagSet, u, user, pass *string, opts *mqttconn.Opt
 	fs.StringVar(pass, "password", "", "broker password")
 	fs.DurationVar(&opts.SessionExpiry, "session-expiry", mqttconn.DefaultSessionExpiry, "MQTT session expiry: how long the broker keeps the session while this bridge is away")
 	fs.StringVar(&opts.SessionDir, "session-dir", "", "keep the client's half of the MQTT session here across restarts (empty: memory)")
+	addCAFileFlag(fs, opts)
 	aliasEnv(fs, "broker", alias{name: "MQTT_BROKER"})
 	aliasEnv(fs, "username", alias{name: "MQTT_USERNAME"})
 	aliasEnv(fs, "password", alias{name: "MQTT_PASSWORD"})
@@ -93,7 +94,7 @@ dead-letter topic with the reason. Its admin listener serves /healthz, /readyz a
 		Args: cobra.NoArgs,
 	}
 	fs := cmd.Flags()
-	sf := addServerFlags(fs, &cfg.Admin, "admin-listen", ":9090", "proxy2")
+	sf := addServerFlags(fs, &cfg.Admin, "admin-listen", mqtt2http.DefaultAdminListen, "proxy2")
 	bf := addBrokerFlags(fs, &cfg.Broker, &cfg.Username, &cfg.Password, &cfg.MQTT)
 	uf := addUpstreamFlags(fs, &cfg.Upstream, "component 2")
 	fs.StringVar(&cfg.ShareGroup, "share-group", "", `shared subscription group (default "legacy_proxy", or the group of a $share/... --topic)`)

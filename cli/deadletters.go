@@ -41,6 +41,7 @@ not be replayed; the rest stay in the queue.`,
 	fs.StringVar(&cfg.Broker, "broker", "mqtt://127.0.0.1:1883", "MQTT v5 broker URL")
 	fs.StringVar(&cfg.Username, "username", "", "broker user name")
 	fs.StringVar(&cfg.Password, "password", "", "broker password")
+	addCAFileFlag(fs, &cfg.MQTT)
 	fs.StringVar(&cfg.ClientID, "client-id", deadletters.DefaultClientID, "MQTT client id of the reader (a persistent session)")
 	fs.StringVar(&cfg.Group, "group", "", `share group of the dead-letter queue (default "dead_letters")`)
 	fs.StringVar(&cfg.Topic, "topic", "", `dead-letter topic (default "lps/dead-letter")`)

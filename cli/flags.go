@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/lpsdev/lps/logging"
 	"github.com/lpsdev/lps/roles"
 	"github.com/lpsdev/lps/tcptune"
 	"github.com/lpsdev/lps/transport"
@@ -20,7 +21,12 @@ type serverFlags struct {
 // addServerFlags binds cfg; listenFlag names its address flag ("listen" for the roles that
 // serve an API, "admin-listen" for those whose HTTP listener only serves health and metrics).
 func addServerFlags(fs *pflag.FlagSet, cfg *roles.Server, listenFlag, defListen, defName string) serverFlags {
-	fs.StringVar(&cfg.Listen, listenFlag, defListen, "HTTP address to listen on, host:port")
+	usage := "HTTP address to listen on, host:port"
+	if listenFlag == "admin-listen" {
+		// Health and metrics only: nothing outside the host needs them unless told so.
+		usage = "address of the admin listener (health, metrics), host:port; loopback by default, 0.0.0.0:9090 to reach it from another host or through a container's published port"
+	}
+	fs.StringVar(&cfg.Listen, listenFlag, defListen, usage)
 	fs.IntVar(&cfg.Backlog, "backlog", tcptune.DefaultBacklog, "listen backlog (the kernel caps it at net.core.somaxconn; 0: the default)")
 	fs.StringVar(&cfg.ServiceName, "service-name", defName, "instance name: log file name, metrics, MQTT client id")
 	fs.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 1<<20, "largest request body accepted; larger ones get 413")
@@ -38,8 +44,8 @@ func addConcurrencyFlag(fs *pflag.FlagSet, cfg *roles.Server) {
 // validate checks what only the command line decides: every role it starts has a name (for
 // its log file, metrics and MQTT client id). The role validates the rest.
 func (f serverFlags) validate() error {
-	if f.cfg.ServiceName == "" {
-		return fmt.Errorf("invalid --service-name: must not be empty")
+	if err := logging.CheckServiceName(f.cfg.ServiceName); err != nil {
+		return fmt.Errorf("invalid --service-name %q (env LPS_SERVICE_NAME, SERVICE_NAME): %w", f.cfg.ServiceName, err)
 	}
 	return nil
 }

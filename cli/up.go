@@ -69,7 +69,7 @@ The services a user talks to listen on fixed ports, as the compose files publish
 				return errors.New(listenHint(le, cfg))
 			}
 			if err != nil {
-				return &ConfigError{err}
+				return &ConfigError{flagError(cmd.Flags(), err)} // a role's field that one of up's flags sets: --broker, --ca-file, --max-inflight
 			}
 			ctx, stop := a.signalContext(cmd.Context())
 			defer stop()
@@ -105,6 +105,7 @@ The services a user talks to listen on fixed ports, as the compose files publish
 	fs.StringVar(&cfg.Model, "model", "mascots2022", "rast-sim delay model: mascots2022 or none")
 	fs.BoolVar(&cfg.HTTP2, "http2", false, "every HTTP hop speaks h2c")
 	fs.StringVar(&cfg.BrokerURL, "broker", "", "lps topology: use this external MQTT v5 broker instead of the embedded one")
+	fs.StringVar(&cfg.BrokerCAFile, "ca-file", "", "lps topology: PEM bundle of the CA certificates an mqtts:// --broker is verified with (empty: the system's)")
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "lps topology: the embedded broker's data directory (empty: memory)")
 	fs.IntVar(&cfg.MaxInflight, "max-inflight", 0, "lps topology: each mqtt2http's receive maximum and concurrency (0: its default, 32; 1 is the original's)")
 	fs.DurationVar(&statusEvery, "status-every", 5*time.Second, "print a status line this often when something changed (0: never)")

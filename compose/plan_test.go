@@ -22,7 +22,10 @@ type composeService struct {
 		Target    int    `json:"target"`
 		Published string `json:"published"`
 	} `json:"ports"`
-	DependsOn map[string]json.RawMessage `json:"depends_on"`
+	DependsOn   map[string]json.RawMessage `json:"depends_on"`
+	CapDrop     []string                   `json:"cap_drop"`
+	CapAdd      []string                   `json:"cap_add"`
+	SecurityOpt []string                   `json:"security_opt"`
 }
 
 // The compose files run the topology that topo.Describe plans, service by service: the
@@ -96,6 +99,7 @@ func checkService(t *testing.T, n topo.Node, s composeService, listen, admin int
 	if got := s.Environment["SERVICE_NAME"]; got != n.Name {
 		t.Errorf("%s: SERVICE_NAME %q", n.Name, got)
 	}
+	checkHardened(t, n.Name, s.CapDrop, s.CapAdd, s.SecurityOpt, nil) // no capability, none to gain
 	published := map[int]int{}
 	for _, p := range s.Ports {
 		port, err := strconv.Atoi(p.Published)

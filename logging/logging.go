@@ -30,7 +30,8 @@ type Config struct {
 	Level string
 	// FileDir, when set, also writes every line to FileDir/<ServiceName>.log, rotated by size.
 	FileDir string
-	// ServiceName names the log file; required with FileDir.
+	// ServiceName names the log file; required with FileDir, and then it must pass
+	// CheckServiceName.
 	ServiceName string
 	// MaxSizeMB and MaxBackups control rotation; zero means 100 MB and 5 files.
 	MaxSizeMB, MaxBackups int
@@ -80,6 +81,9 @@ func New(cfg Config) (*zap.Logger, func(), error) {
 	if cfg.FileDir != "" {
 		if cfg.ServiceName == "" {
 			return nil, nil, errors.New("opening log file: a service name is needed to name it")
+		}
+		if err := CheckServiceName(cfg.ServiceName); err != nil {
+			return nil, nil, fmt.Errorf("opening log file: service name %q %w", cfg.ServiceName, err)
 		}
 		lj, err := openFile(cfg)
 		if err != nil {

@@ -113,3 +113,36 @@ type countingCore struct {
 }
 
 func (c *countingCore) Write(zapcore.Entry, []zapcore.Field) error { c.n++; return nil }
+
+// TestServiceNameCannotLeaveTheLogDir: a service name is a file name inside FileDir; one that
+// would put the file elsewhere (or hide it) is refused and no file is written outside.
+func TestServiceNameCannotLeaveTheLogDir(t *testing.T) {
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "logs")
+	for _, tc := range []struct{ name, want string }{
+		{"x/../../escape", `service name "x/../../escape" holds '/' at byte 1`},
+		{"../escape", "must not start with '.'"},
+		{"/abs", "holds '/' at byte 0"},
+		{".hidden", "must not start with '.'"},
+		{"..", "must not start with '.'"},
+		{`a\b`, `holds '\\' at byte 1`},
+		{"a\x00b", `holds '\x00' at byte 1`},
+		{"ünïcode", "at byte 0"},
+		{strings.Repeat("x", MaxServiceNameLen+1), "longer than 128"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := New(Config{FileDir: dir, ServiceName: tc.name})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+	if _, err := os.Stat(filepath.Join(parent, "escape.log")); err == nil {
+		t.Error("a log file was written outside the log dir")
+	}
+	for _, ok := range []string{"proxy2-1", "ars-comp-2-1", "a.b_c", "X9", strings.Repeat("x", MaxServiceNameLen)} {
+		if err := CheckServiceName(ok); err != nil {
+			t.Errorf("CheckServiceName(%q): %v", ok, err)
+		}
+	}
+}

@@ -80,6 +80,10 @@ type Options struct {
 	// TLSConfig is used for mqtts/ssl/tls URLs; nil means the system roots and TLS 1.2 or newer.
 	// ServerName defaults to the broker's host name.
 	TLSConfig *tls.Config
+	// CAFile, when set, is a PEM bundle of the CA certificates that mqtts/ssl/tls brokers are
+	// verified with, instead of the system roots (it replaces TLSConfig.RootCAs). New fails
+	// if it cannot be read or holds anything but certificates.
+	CAFile string
 	// DialContext opens the TCP connection; nil means a net.Dialer.
 	DialContext func(ctx context.Context, network, address string) (net.Conn, error)
 }
@@ -195,6 +199,9 @@ func New(cfg Config) (*Conn, error) {
 		return nil, fmt.Errorf("MQTT client id %q is not a UTF-8 string of at most 65535 bytes", cfg.ClientID)
 	}
 	if err := cfg.Options.validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Options, err = cfg.Options.withCAFile(); err != nil {
 		return nil, err
 	}
 	if cfg.Username == "" && cfg.Password == "" {

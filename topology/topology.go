@@ -93,6 +93,9 @@ type Config struct {
 	// BrokerURL, for the LPS, points the bridges at an external MQTT v5 broker (Mosquitto, …);
 	// "" starts the embedded broker.
 	BrokerURL string
+	// BrokerCAFile, for an mqtts:// BrokerURL, is the PEM bundle of the CAs the bridges verify
+	// it with (mqttconn.Options.CAFile); "" means the system's.
+	BrokerCAFile string
 	// DataDir is the embedded broker's data directory; "" keeps its state in memory.
 	DataDir string
 	// MaxInflight is each mqtt2http's receive maximum and concurrency; zero means its default.
@@ -255,10 +258,12 @@ func (t *Topology) build() error {
 				RetryBase:   cfg.RetryBase,
 				RetryMax:    cfg.RetryMax,
 			}
+			c.MQTT.CAFile = cfg.BrokerCAFile
 			c.Admin.Listen = listen(n.Port)
 			s, err = t.add(n, &c.Admin, func() (role, error) { return mqtt2http.New(c) })
 		case RoleHTTP2MQTT:
 			c := http2mqtt.Config{Broker: url[n.Broker]}
+			c.MQTT.CAFile = cfg.BrokerCAFile
 			c.Listen = listen(n.Port)
 			s, err = t.add(n, &c.Server, func() (role, error) { return http2mqtt.New(c) })
 		case RoleComp1:

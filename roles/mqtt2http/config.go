@@ -15,6 +15,9 @@ import (
 
 // Defaults of Config, applied in one place (Config.defaults).
 const (
+	// DefaultAdminListen is the admin listener's default: loopback, since it serves only health
+	// and metrics (issue 14). A container or a Prometheus on another host sets 0.0.0.0:9090.
+	DefaultAdminListen = "127.0.0.1:9090"
 	// DefaultShareGroup is the original's shared subscription group.
 	DefaultShareGroup = "legacy_proxy"
 	// DefaultTopic is the original's filter: every "<service>/message" topic of http2mqtt.
@@ -79,7 +82,8 @@ type Config struct {
 	// ServiceName names the instance: MQTT client id (its persistent session), retry topic
 	// "<ServiceName>/retry/message", logs. Required; no /, + or #.
 	ServiceName string
-	// Admin is the admin listener, serving /healthz, /readyz and /metrics only.
+	// Admin is the admin listener, serving /healthz, /readyz and /metrics only; its Listen
+	// defaults to DefaultAdminListen (loopback).
 	Admin roles.Server
 	// Broker is the broker URL (mqtt://host:1883, mqtts://host:8883); required. Username and
 	// Password authenticate with it.
@@ -141,6 +145,9 @@ func (c Config) settings() (settings, error) {
 		s.Registry = s.Admin.Registry
 	}
 	s.Admin.ServiceName, s.Admin.Logger, s.Admin.Registry = s.ServiceName, s.Logger, s.Registry
+	if s.Admin.Listen == "" {
+		s.Admin.Listen = DefaultAdminListen // before SetDefaults, whose default is an API's :8080
+	}
 	s.Admin.SetDefaults()
 	s.Logger, s.Registry = s.Admin.Logger, s.Admin.Registry
 
