@@ -80,8 +80,8 @@ func publishCode(t testing.TB, c *paho.Client, topic string, qos byte) byte {
 func TestACLSubscribeReasonCodes(t *testing.T) {
 	b := startBroker(t, Config{ACLFile: writeFile(t, "acl", "topic readwrite #\ntopic deny test/nosubscribe\n")})
 	c := mustDial(t, b.Addr().String(), clientOpts{id: "paho", clean: true})
-	got := subscribeCodes(t, c, "test/nosubscribe", "TopicA/+", "$SYS/#", "#")
-	if want := []byte{0x80, 2, 0x87, 2}; !slices.Equal(got, want) {
+	got := subscribeCodes(t, c, "test/nosubscribe", "TopicA/+", "$SYS/#", "#", "$share/g/TopicA", "$share/g/test/nosubscribe")
+	if want := []byte{0x80, 2, 0x87, 2, 2, 0x80}; !slices.Equal(got, want) {
 		t.Errorf("SUBACK reason codes %#x, want %#x", got, want)
 	}
 	// Anonymous clients may publish what the rules grant, and not a $ topic.
@@ -385,5 +385,54 @@ func TestSharedDeliveriesLabelsAreBounded(t *testing.T) {
 	}
 	if got := promtest.ToFloat64(m.sharedDeliveries.WithLabelValues("$share/g/t", "client-aA")); got != 2 {
 		t.Errorf("client-aA: %v, want 2", got)
+	}
+}
+
+// A group membership kept in the data dir from before the broker had access
+// rules ends when its client comes back: it cannot keep taking alarms it may
+// no longer subscribe to.
+func TestACLRevokesKeptSubscriptions(t *testing.T) {
+	dir := t.TempDir()
+	const filter = "$share/legacy_proxy/+/message"
+	first := startBroker(t, Config{DataDir: dir, PasswordFile: composePasswd, Queues: composeQueues})
+	stale := clientOpts{id: "proxy1-2", expiry: 3600, user: "proxy1-2", pass: demoPassword("proxy1-2")}
+	subscribe(t, mustDial(t, first.Addr().String(), stale), filter)
+	first.stop()
+
+	b := startComposeBroker(t, Config{DataDir: dir})
+	members := func() []string {
+		b.disp.mu.Lock()
+		defer b.disp.mu.Unlock()
+		if g := b.disp.groups[filter]; g != nil {
+			return sortedKeys(g.members)
+		}
+		return nil
+	}
+	if m := members(); !slices.Equal(m, []string{"proxy1-2"}) {
+		t.Fatalf("members after the restart %v, want the kept proxy1-2 (the premise)", m)
+	}
+	c, ca, err := dial(t, b.Addr().String(), stale)
+	if err != nil || !ca.SessionPresent {
+		t.Fatalf("proxy1-2 coming back: %v, session present %t", err, ca != nil && ca.SessionPresent)
+	}
+	testutil.Eventually(t, testTimeout, func() error {
+		if m := members(); len(m) > 0 {
+			return errors.New("members still " + strings.Join(m, ","))
+		}
+		return nil
+	})
+	disconnect(c)
+	b.stop()
+	// The data dir no longer holds it either.
+	third := startComposeBroker(t, Config{DataDir: dir})
+	third.disp.mu.Lock()
+	g := third.disp.groups[filter]
+	n := 0
+	if g != nil {
+		n = len(g.members)
+	}
+	third.disp.mu.Unlock()
+	if n != 0 {
+		t.Errorf("after another restart the group has %d members, want none", n)
 	}
 }

@@ -37,11 +37,15 @@ import (
 //     wholly (deny a/b refuses a/b, not a/+); a plain subscription that only
 //     overlaps a deny rule is granted, and the denied topics are withheld from
 //     it at delivery, as Mosquitto withholds them.
-//   - A shared subscription is checked as the whole string
-//     $share/<group>/<filter>, so only rules starting with $share decide it:
-//     "topic read $share/legacy_proxy/+/message" lets a user join that group
-//     on that filter and nothing else; what the group receives is not checked
-//     again per member (a group's message goes to whichever member has room).
+//   - A shared subscription $share/<group>/<filter> is checked first as that
+//     whole string, which only rules starting with $share can match: "topic
+//     read $share/legacy_proxy/+/message" lets a user join that group on that
+//     filter, "topic deny $share/legacy_proxy/#" (or the same as a pattern, for
+//     everyone without a grant of their own) keeps a user out. If no such rule
+//     decides, it is checked as a subscription to <filter>, as Mosquitto does
+//     (so "topic readwrite #" lets a client join any group). What a group
+//     receives is not checked again per member: a group's message goes to
+//     whichever member has room.
 //   - A publish to $delayed/<seconds>/<topic> is checked as a write to
 //     <topic>, the topic it will be published to (delayed.go).
 //   - Retained messages sent on subscribing are checked as reads of their
@@ -182,6 +186,20 @@ func parseRule(keyword, rest string) (aclRule, error) {
 // (publish to) filter, a topic filter or a topic name. user is its
 // authenticated user name ("" with anonymous), clientID its client id.
 func (a *ACL) check(user string, anonymous bool, clientID, filter string, want accessMode) verdict {
+	v := a.checkOne(user, anonymous, clientID, filter, want)
+	if v != notGranted {
+		return v
+	}
+	// A shared subscription no $share rule decides is a subscription to its
+	// filter (Mosquitto checks only that, when it delivers).
+	if _, inner, ok, err := mqttconn.SplitShared(filter); ok && err == nil {
+		return a.checkOne(user, anonymous, clientID, inner, want)
+	}
+	return notGranted
+}
+
+// checkOne is check without the fallback of shared subscriptions.
+func (a *ACL) checkOne(user string, anonymous bool, clientID, filter string, want accessMode) verdict {
 	f := strings.Split(filter, "/")
 	own := a.anonymous
 	if !anonymous {

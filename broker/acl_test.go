@@ -62,16 +62,19 @@ topic write a/in
 topic deny a/private/#
 topic b/both
 topic read $share/g1/jobs/+
+topic deny $share/g3/#
 topic read $SYS/#
 # a second section of alice adds to the first
 user bob
 topic write bob/out
+topic read $share/locked/x
 user alice
 topic read later/x
 
 pattern read users/%u/#
 pattern write clients/%c/status
 pattern deny a/denied-by-pattern
+pattern deny $share/locked/#
 `
 	acl, err := ParseACL("acl", strings.NewReader(file))
 	if err != nil {
@@ -119,7 +122,15 @@ pattern deny a/denied-by-pattern
 		{"alice", "c", "$share/g1/jobs/x", accessRead, granted},
 		{"alice", "c", "$share/g1/jobs/#", accessRead, notGranted},
 		{"alice", "c", "$share/g2/jobs/+", accessRead, notGranted},
-		{"alice", "c", "$share/g1/a/x", accessRead, notGranted}, // read a/# does not grant the group
+		// A shared subscription no $share rule decides is one to its filter.
+		{"alice", "c", "$share/g1/a/x", accessRead, granted},
+		{"alice", "c", "$share/any/a/#", accessRead, granted},
+		{"alice", "c", "$share/g3/a/x", accessRead, denied},
+		{"alice", "c", "$share/g1/a/private/x", accessRead, denied},
+		{anon, "c", "$share/g/public/news", accessRead, granted},
+		{"bob", "c", "$share/locked/x", accessRead, granted}, // its own grant before the patterns' deny
+		{"alice", "c", "$share/locked/a/x", accessRead, denied},
+		{anon, "c", "$share/locked/public/x", accessRead, denied},
 		{"alice", "c", "$SYS/broker/uptime", accessRead, granted},
 		{anon, "c", "$SYS/broker/uptime", accessRead, notGranted},
 
