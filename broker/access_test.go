@@ -101,6 +101,11 @@ func TestACLSubscribeReasonCodes(t *testing.T) {
 		}
 	}
 	raw.ping() // nothing else was written before the PINGRESP
+	// An anonymous client's will is checked against the anonymous rules.
+	if _, ca, err := dial(t, b.Addr().String(), clientOpts{id: "will", clean: true, will: "test/nosubscribe"}); err == nil || ca == nil || ca.ReasonCode != 0x87 {
+		t.Errorf("will to test/nosubscribe: %v, CONNACK %+v; want 0x87", err, ca)
+	}
+	disconnect(mustDial(t, b.Addr().String(), clientOpts{id: "will", clean: true, will: "TopicA/will"}))
 	// A user name is not believed without credentials: still the anonymous rules.
 	u := mustDial(t, b.Addr().String(), clientOpts{id: "named", clean: true, user: "admin", pass: "x"})
 	if got := subscribeCodes(t, u, "test/nosubscribe"); !slices.Equal(got, []byte{0x80}) {
@@ -203,6 +208,27 @@ func TestComposeACL(t *testing.T) {
 	} {
 		if got := subscribeCodes(t, clients[tc.client], tc.filter); !slices.Equal(got, []byte{tc.want}) {
 			t.Errorf("%s subscribes to %s: %#x, want %#x", tc.client, tc.filter, got, tc.want)
+		}
+	}
+
+	// A will is a publish the broker makes for its client: checked as one.
+	for _, tc := range []struct {
+		user, will string
+		code       byte
+	}{
+		{"proxy1-3", "proxy1-3/message", 0},
+		{"proxy1-3", "proxy1-1/message", 0x87},
+		{"proxy2-3", "lps/dead-letter", 0},
+		{"proxy2-3", "proxy2-3/message", 0x87},
+	} {
+		c, ca, err := dial(t, b.Addr().String(), clientOpts{id: tc.user + "-will", clean: true, user: tc.user, pass: demoPassword(tc.user), will: tc.will})
+		switch {
+		case tc.code == 0 && err != nil:
+			t.Errorf("%s with a will to %s: %v", tc.user, tc.will, err)
+		case tc.code == 0:
+			disconnect(c)
+		case err == nil || ca == nil || ca.ReasonCode != tc.code:
+			t.Errorf("%s with a will to %s: %v, CONNACK %+v; want %#x", tc.user, tc.will, err, ca, tc.code)
 		}
 	}
 

@@ -50,6 +50,8 @@ import (
 //     <topic>, the topic it will be published to (delayed.go).
 //   - Retained messages sent on subscribing are checked as reads of their
 //     topics.
+//   - A will is checked at CONNECT as a publish of its client to its topic
+//     (CONNACK 0x87 if refused), as Mosquitto does.
 
 // accessMode is what a rule grants; 0 is a deny rule.
 type accessMode uint8

@@ -92,39 +92,51 @@ func (h *authHook) Provides(b byte) bool {
 	return false
 }
 
-// OnConnect checks the client's credentials (bad user name or password: 0x86)
-// and that its client id is its user's (0x85). It answers the refusal itself:
-// OnConnectAuthenticate can only make mochi answer 0x86.
+// OnConnect checks the client's credentials (bad user name or password: 0x86),
+// that its client id is its user's (0x85) and that it may publish to the
+// topic of its will (0x87 Not authorized, as Mosquitto: the broker publishes
+// the will for it, so it is checked as the client's publish). It answers a
+// refusal itself: OnConnectAuthenticate can only make mochi answer 0x86.
 func (h *authHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
-	if !h.credentials() {
-		return nil
-	}
-	c := pk.Connect
-	single, ok := false, false
-	if c.UsernameFlag && c.PasswordFlag {
-		if h.user != nil {
-			// Constant time: compare both, always.
-			single = subtle.ConstantTimeCompare(c.Username, h.user)&subtle.ConstantTimeCompare(c.Password, h.pass) == 1
-		}
-		ok = single || (h.passwords != nil && h.passwords.Check(c.Username, c.Password))
-	}
-	code := packets.CodeSuccess
-	switch {
-	case !ok:
-		h.log.Warn("refusing client: bad user name or password",
-			zap.String("client", c.ClientIdentifier), zap.ByteString("user", c.Username), zap.String("remote", cl.Net.Remote))
-		code = packets.ErrBadUsernameOrPassword
-	case !single && cl.Properties.Props.AssignedClientID == "" && !ownClientID(string(c.Username), cl.ID):
-		h.log.Warn("refusing client: its client id is not its user's (want <user> or <user>-...)",
-			zap.String("client", cl.ID), zap.ByteString("user", c.Username), zap.String("remote", cl.Net.Remote))
-		code = packets.ErrClientIdentifierNotValid
-	default:
+	code := h.admit(cl, pk)
+	if code == packets.CodeSuccess {
 		return nil
 	}
 	if err := h.srv.SendConnack(cl, code, false, nil); err != nil {
 		h.log.Debug("writing CONNACK", zap.String("client", cl.ID), zap.Error(err))
 	}
 	return code
+}
+
+func (h *authHook) admit(cl *mqtt.Client, pk packets.Packet) packets.Code {
+	c := pk.Connect
+	if h.credentials() {
+		single, ok := false, false
+		if c.UsernameFlag && c.PasswordFlag {
+			if h.user != nil {
+				// Constant time: compare both, always.
+				single = subtle.ConstantTimeCompare(c.Username, h.user)&subtle.ConstantTimeCompare(c.Password, h.pass) == 1
+			}
+			ok = single || (h.passwords != nil && h.passwords.Check(c.Username, c.Password))
+		}
+		switch {
+		case !ok:
+			h.log.Warn("refusing client: bad user name or password",
+				zap.String("client", c.ClientIdentifier), zap.ByteString("user", c.Username), zap.String("remote", cl.Net.Remote))
+			return packets.ErrBadUsernameOrPassword
+		case !single && cl.Properties.Props.AssignedClientID == "" && !ownClientID(string(c.Username), cl.ID):
+			h.log.Warn("refusing client: its client id is not its user's (want <user> or <user>-...)",
+				zap.String("client", cl.ID), zap.ByteString("user", c.Username), zap.String("remote", cl.Net.Remote))
+			return packets.ErrClientIdentifierNotValid
+		}
+	}
+	if c.WillFlag && !h.mayWrite(cl, c.WillTopic) {
+		user, _ := h.identity(cl)
+		h.log.Warn("refusing client: the ACL does not let it publish to its will topic",
+			zap.String("client", cl.ID), zap.String("user", user), zap.String("will_topic", c.WillTopic))
+		return packets.ErrNotAuthorized
+	}
+	return packets.CodeSuccess
 }
 
 // ownClientID reports whether clientID belongs to user.
