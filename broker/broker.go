@@ -62,9 +62,21 @@ type Config struct {
 	// then corrupt the file.
 	NoSync bool
 
-	// Username and Password, if set (both or neither), are required from
-	// every client; otherwise clients connect anonymously.
+	// Username and Password, if set (both or neither), is a user name and
+	// password every client may connect with. With neither this nor a
+	// PasswordFile, clients connect anonymously.
 	Username, Password string
+	// PasswordFile, if set, is a file of users and their bcrypt password
+	// hashes, "user:hash" a line (passwd.go; `lps broker passwd` writes
+	// them): a client must present one of them, or Username and Password.
+	// A client authenticated through it may only use the client id <user>
+	// or <user>-<anything> (auth.go).
+	PasswordFile string
+	// ACLFile, if set, is a file of access rules in Mosquitto's acl_file
+	// format (acl.go): what each user, and anonymous clients, may publish
+	// and subscribe to; anything not granted is refused. Without it every
+	// client may publish and subscribe to everything.
+	ACLFile string
 	// TLS, if set, serves MQTT over TLS on the listener. It needs a
 	// certificate (Certificates or GetCertificate).
 	TLS *tls.Config
@@ -205,10 +217,12 @@ func New(cfg Config) (_ *Broker, err error) {
 		b.queues[i] = q.String()
 	}
 	b.disp = newDispatcher(b.srv, b.st, b.log.Named("dispatcher"), b.met, cfg.MaxQueued, cfg.MaxInflight, cfg.Queues)
-	hooks := []mqtt.Hook{&authHook{log: b.log.Named("auth")}}
-	if cfg.Username != "" {
-		hooks[0].(*authHook).user, hooks[0].(*authHook).pass = []byte(cfg.Username), []byte(cfg.Password)
+	acc, err := loadAccess(cfg)
+	if err != nil {
+		return nil, err
 	}
+	b.disp.acc = acc
+	hooks := []mqtt.Hook{&authHook{access: acc, srv: b.srv, log: b.log.Named("auth")}}
 	if b.st != nil {
 		hooks = append(hooks, b.st)
 		if err := b.disp.load(); err != nil {
@@ -246,6 +260,26 @@ func (c *Config) validate() error {
 		return errors.New("tls config has no certificate")
 	}
 	return validateQueues(c.Queues)
+}
+
+// loadAccess reads the password and ACL files.
+func loadAccess(cfg Config) (*access, error) {
+	acc := &access{}
+	if cfg.Username != "" {
+		acc.user, acc.pass = []byte(cfg.Username), []byte(cfg.Password)
+	}
+	var err error
+	if cfg.PasswordFile != "" {
+		if acc.passwords, err = LoadPasswordFile(cfg.PasswordFile); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.ACLFile != "" {
+		if acc.acl, err = LoadACL(cfg.ACLFile); err != nil {
+			return nil, err
+		}
+	}
+	return acc, nil
 }
 
 // applyDefaults fills in the documented defaults, in one place.

@@ -49,7 +49,8 @@ type dispatcher struct {
 	mqtt.HookBase
 
 	srv         *mqtt.Server
-	st          *store // nil: nothing persists
+	st          *store  // nil: nothing persists
+	acc         *access // credentials and access rules; set by New before the server starts
 	log         *zap.Logger
 	met         *metrics
 	maxQueued   int

@@ -49,6 +49,13 @@
 //     connected at the time (the process is gone before it can send them).
 //     Messages a subscriber had received but not acknowledged are delivered
 //     again after the restart, so they may arrive twice.
+//   - Access (auth.go, acl.go, passwd.go): clients authenticate with a user of
+//     a bcrypt password file (Config.PasswordFile) or the single
+//     Config.Username; a password-file user's client ids are <user> and
+//     <user>-*, so no user can take over another's session. Access rules in
+//     Mosquitto's acl_file format (Config.ACLFile) say what each user may
+//     publish and subscribe to; a refused subscription gets 0x87 (0x80 for a
+//     deny rule), a refused publish 0x87, neither stored nor routed.
 //
 // A Broker is a value with Run(ctx), as every LPS role: New builds it on a
 // listener the caller made, Run serves until ctx ends. Ready, Addr, Stats

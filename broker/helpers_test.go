@@ -77,6 +77,7 @@ type clientOpts struct {
 	session    *state.State // reuse across connections of one persistent session
 	manualAck  bool
 	onPublish  func(c *paho.Client, p *paho.Publish)
+	will       string // a will message's topic; "" for none
 }
 
 // dial connects an MQTT v5 client to addr. The CONNACK is returned even
@@ -129,6 +130,9 @@ func dial(t testing.TB, addr string, o clientOpts) (*paho.Client, *paho.Connack,
 	}
 	if o.receiveMax > 0 {
 		cp.Properties.ReceiveMaximum = &o.receiveMax
+	}
+	if o.will != "" {
+		cp.WillMessage = &paho.WillMessage{Topic: o.will, QoS: 1, Payload: []byte("will")}
 	}
 	if o.user != "" || o.pass != "" {
 		cp.Username, cp.UsernameFlag = o.user, true

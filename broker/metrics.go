@@ -2,11 +2,23 @@ package broker
 
 import (
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/prometheus/client_golang/prometheus"
 )
+
+// maxSharedSeries bounds the label pairs (group filter, client id) of
+// lps_broker_shared_deliveries_total: both are chosen by clients, and a
+// series lives as long as the process, so a client making up group names or
+// client ids would otherwise grow the registry without bound. Deliveries
+// beyond the bound are counted under group="other", client="other". 256
+// covers the LPS (two groups, a few members each) many times over.
+const maxSharedSeries = 256
+
+// otherLabel is the label value of what is beyond maxSharedSeries.
+const otherLabel = "other"
 
 // metrics are the broker's Prometheus metrics. The counters exist even
 // without a registry, so the code that counts never checks for one.
@@ -16,6 +28,9 @@ type metrics struct {
 	dropped          *prometheus.CounterVec
 	refused          *prometheus.CounterVec
 	sharedDeliveries *prometheus.CounterVec
+
+	sharedMu     sync.Mutex
+	sharedSeries map[[2]string]prometheus.Counter // the label pairs in use, at most maxSharedSeries
 
 	// The data dir's group commit (commit.go); zero without one.
 	storeCommits       prometheus.Counter
@@ -46,8 +61,9 @@ func newMetrics() *metrics {
 		}, []string{"reason"}),
 		sharedDeliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "lps_broker_shared_deliveries_total",
-			Help: "Messages of a shared subscription handed to a member, by group filter and client.",
+			Help: "Messages of a shared subscription handed to a member, by group filter and client (at most 256 pairs; the rest under other, other).",
 		}, []string{"group", "client"}),
+		sharedSeries: map[[2]string]prometheus.Counter{},
 		storeCommits: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "lps_broker_store_commits_total",
 			Help: "Transactions written to the data dir (each fsynced unless --sync-writes=false).",
@@ -63,6 +79,26 @@ func newMetrics() *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14),
 		}),
 	}
+}
+
+// sharedDelivery counts a message of the shared subscription group handed to
+// client, within maxSharedSeries label pairs.
+func (m *metrics) sharedDelivery(group, client string) {
+	key := [2]string{group, client}
+	m.sharedMu.Lock()
+	c, ok := m.sharedSeries[key]
+	if !ok {
+		if len(m.sharedSeries) >= maxSharedSeries {
+			key = [2]string{otherLabel, otherLabel}
+			c, ok = m.sharedSeries[key]
+		}
+		if !ok {
+			c = m.sharedDeliveries.WithLabelValues(key[0], key[1])
+			m.sharedSeries[key] = c // "other" is the one pair beyond the bound
+		}
+	}
+	m.sharedMu.Unlock()
+	c.Inc()
 }
 
 // register registers the metrics with reg, the gauges reading the broker's

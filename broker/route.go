@@ -80,7 +80,7 @@ func (d *dispatcher) matches(msg *message, subs *mqtt.Subscribers, filters []str
 		if sub.NoLocal && msg.origin == id { // [MQTT-3.8.3-3]
 			continue
 		}
-		if _, ok := d.srv.Clients.Get(id); ok {
+		if cl, ok := d.srv.Clients.Get(id); ok && d.acc.mayRead(cl, msg.topic) == granted {
 			return true
 		}
 	}
@@ -118,6 +118,11 @@ func (d *dispatcher) routeLocked(msg *message, subs *mqtt.Subscribers, pre *batc
 		if !ok {
 			continue // a stale entry of mochi's topic index
 		}
+		if d.acc.mayRead(cl, msg.topic) != granted {
+			// A subscription that overlaps a deny rule (acl.go), or one
+			// restored from the data dir that the rules no longer grant.
+			continue
+		}
 		s := d.sessions[id]
 		if s == nil { // a session mochi restored that nothing was owed to yet
 			s = d.session(id)
@@ -146,7 +151,7 @@ func (d *dispatcher) routeLocked(msg *message, subs *mqtt.Subscribers, pre *batc
 				out := newOutMsg(msg)
 				out.subscribe(g.members[s.id], false)
 				qos0 = append(qos0, target{s: s, m: out})
-				d.met.sharedDeliveries.WithLabelValues(g.filter, s.id).Inc()
+				d.met.sharedDelivery(g.filter, s.id)
 			} else {
 				d.drop("qos0_offline", 1)
 			}
@@ -333,7 +338,7 @@ func (d *dispatcher) fill(s *session, b *batch) {
 		}
 		if g != nil {
 			m.subscribe(g.members[s.id], false)
-			d.met.sharedDeliveries.WithLabelValues(g.filter, s.id).Inc()
+			d.met.sharedDelivery(g.filter, s.id)
 		}
 		if m.qos == 0 { // a member subscribed at QoS 0
 			d.unstoreClientMsg(b, s, m)

@@ -54,6 +54,7 @@ func (d *dispatcher) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 // OnSessionEstablished attaches a connection to its session, resends what
 // was in flight and starts delivering.
 func (d *dispatcher) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	d.revokeSubscriptions(cl)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if t := d.wills[cl.ID]; t != nil { // [MQTT-3.1.3-9] reconnecting cancels a delayed will
@@ -232,4 +233,38 @@ func (d *dispatcher) OnClientExpired(cl *mqtt.Client) {
 			atomic.AddInt64(&d.srv.Info.Subscriptions, -1)
 		}
 	}
+}
+
+// revokeSubscriptions ends the subscriptions of a resumed session that the
+// access rules do not grant: made before the broker had them, or before they
+// changed, and kept in the data dir. Without this a client that had joined
+// a group before an ACL was set would stay in it. Messages it has in flight
+// stay with it until acknowledged, as after an UNSUBSCRIBE.
+func (d *dispatcher) revokeSubscriptions(cl *mqtt.Client) {
+	if d.acc == nil || d.acc.acl == nil {
+		return
+	}
+	var gone []packets.Subscription
+	for f, sub := range cl.State.Subscriptions.GetAll() {
+		if d.acc.mayRead(cl, f) != granted {
+			gone = append(gone, sub)
+		}
+	}
+	if len(gone) == 0 {
+		return
+	}
+	for _, sub := range gone {
+		if d.srv.Topics.Unsubscribe(sub.Filter, cl.ID) {
+			atomic.AddInt64(&d.srv.Info.Subscriptions, -1)
+		}
+		cl.State.Subscriptions.Delete(sub.Filter)
+		user, _ := d.acc.identity(cl)
+		d.log.Warn("ending a kept subscription the ACL does not grant",
+			zap.String("client", cl.ID), zap.String("user", user), zap.String("filter", sub.Filter))
+	}
+	pk := packets.Packet{Filters: gone}
+	if d.st != nil {
+		d.st.OnUnsubscribed(cl, pk)
+	}
+	d.OnUnsubscribed(cl, pk)
 }

@@ -1,8 +1,12 @@
 package cli
 
 import (
+	"bufio"
+	"errors"
 	"fmt"
+	"io"
 	"slices"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -21,6 +25,8 @@ func (a *app) newBrokerCmd() *cobra.Command {
 		Short: "The embedded MQTT v5 broker: QoS 2, persistent sessions, fair shared subscriptions",
 		Example: `  lps broker --data-dir /var/lib/lps-broker
   lps broker --listen 0.0.0.0:1883 --admin-listen 0.0.0.0:9090 --username lps --password secret
+  lps broker --password-file /etc/lps/passwd --acl /etc/lps/acl          # users, and what each may do
+  lps broker passwd /etc/lps/passwd proxy2-1                               # add a user (password on stdin)
   lps broker --queue legacy_proxy:+/message --queue alerts:site/+/alarm   # instead of the defaults
   LPS_QUEUE=none lps broker                                                 # no durable queue`,
 		Args: cobra.NoArgs,
@@ -32,6 +38,8 @@ func (a *app) newBrokerCmd() *cobra.Command {
 	syncWrites := fs.Bool("sync-writes", true, "fsync the data dir before a publish is acknowledged (group commit): survives power loss; false survives kill -9 only")
 	fs.StringVar(&cfg.Username, "username", "", "require this user name from every client")
 	fs.StringVar(&cfg.Password, "password", "", "require this password from every client")
+	fs.StringVar(&cfg.PasswordFile, "password-file", "", "users and bcrypt hashes, user:hash a line (lps broker passwd writes it): clients must be one of them (or --username); a user's client ids are <user> and <user>-*")
+	fs.StringVar(&cfg.ACLFile, "acl", "", "access rules in Mosquitto's acl_file format (user, topic, pattern lines): what each user may publish and subscribe to; the rest is refused")
 	fs.StringVar(&cfg.TLSCertFile, "tls-cert", "", "serve MQTT over TLS with this certificate (PEM)")
 	fs.StringVar(&cfg.TLSKeyFile, "tls-key", "", "key of --tls-cert (PEM)")
 	fs.IntVar(&cfg.MaxQueued, "max-queued", 0, "bound of each client's or group's queue (0: the broker's default)")
@@ -51,6 +59,48 @@ func (a *app) newBrokerCmd() *cobra.Command {
 			return &ConfigError{err}
 		}
 		return a.serve(cmd, &cfg.Admin, func() (runner, error) { return mqttbroker.New(cfg) })
+	}
+	passwd := newBrokerPasswdCmd()
+	describeEnv(passwd.Flags())
+	cmd.AddCommand(passwd)
+	return cmd
+}
+
+// newBrokerPasswdCmd is `lps broker passwd FILE USER`: what mosquitto_passwd is to
+// Mosquitto's password_file, for --password-file.
+func newBrokerPasswdCmd() *cobra.Command {
+	var password string
+	cmd := &cobra.Command{
+		Use:   "passwd FILE USER",
+		Short: "Add a user to a --password-file, or change its password (bcrypt)",
+		Long: `Adds USER to the password file FILE with a bcrypt hash of its password, or replaces the
+hash if USER is there; every other line is kept. FILE is created with mode 0600 if missing.
+The password is the first line of standard input, or --password.`,
+		Example: `  lps broker passwd compose/broker.passwd proxy2-1 <<< 'its password'
+  lps broker passwd --password 'its password' /etc/lps/passwd proxy2-1`,
+		Args: cobra.ExactArgs(2),
+	}
+	cmd.Flags().StringVar(&password, "password", "", "the password (default: the first line of standard input)")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		file, user := args[0], args[1]
+		if err := broker.ValidateUserName(user); err != nil {
+			return &ConfigError{err}
+		}
+		if password == "" {
+			line, err := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
+			if err != nil && (line == "" || !errors.Is(err, io.EOF)) {
+				return &ConfigError{fmt.Errorf("reading the password from standard input: %w (or give --password)", err)}
+			}
+			password = strings.TrimRight(line, "\r\n")
+		}
+		if password == "" {
+			return &ConfigError{errors.New("the password is empty")}
+		}
+		if err := broker.SetPassword(file, user, password); err != nil {
+			return fmt.Errorf("setting the password of %s in %s: %w", user, file, err)
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "set the password of %s in %s\n", user, file)
+		return nil
 	}
 	return cmd
 }

@@ -235,8 +235,9 @@ const freshCloneAlarms = 50
 // logging).
 const logFileWarning = "cannot write the log file; logging to stderr only"
 
-// freshClone makes what a fresh clone has for compose/lps.yml: the compose files in
-// <dir>/compose and no <dir>/logs, and returns dir. Docker creates <dir>/logs as root on up; it
+// freshClone makes what a fresh clone has for compose/lps.yml: the compose files and the
+// broker's users and rules (broker.passwd, broker.acl) in <dir>/compose and no <dir>/logs, and
+// returns dir. Docker creates <dir>/logs as root on up; it
 // is removed when the test ends, after the project is down, so that a test run that is not root
 // does not leave it behind or fail to remove it (it is empty, so its parent's owner may).
 func freshClone(t *testing.T) string {
@@ -246,6 +247,7 @@ func freshClone(t *testing.T) string {
 	if err != nil || len(files) == 0 {
 		t.Fatalf("the compose files: %v (%d found)", err, len(files))
 	}
+	files = append(files, "broker.passwd", "broker.acl")
 	if err := os.Mkdir(filepath.Join(dir, "compose"), 0o755); err != nil {
 		t.Fatal(err)
 	}

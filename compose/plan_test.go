@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lpsdev/lps/broker"
 	topo "github.com/lpsdev/lps/topology"
 )
 
@@ -59,9 +60,14 @@ func TestComposeFilesFollowThePlan(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			passwords, err := broker.LoadPasswordFile("broker.passwd")
+			if err != nil {
+				t.Fatal(err)
+			}
 			// The published ports are the plan's only while nobody moves them.
 			var env []string
-			for _, v := range []string{"LPS_PORT_COMP1_1", "LPS_PORT_COMP1_2", "LPS_PORT_COMP1_3", "LPS_PORT_RAST_SIM", "LPS_PORT_BROKER", "LPS_PORT_BROKER_ADMIN", "LPS_BROKER_URL"} {
+			for _, v := range []string{"LPS_PORT_COMP1_1", "LPS_PORT_COMP1_2", "LPS_PORT_COMP1_3", "LPS_PORT_RAST_SIM", "LPS_PORT_BROKER", "LPS_PORT_BROKER_ADMIN", "LPS_BROKER_URL",
+				"LPS_BROKER_USERNAME", "LPS_BROKER_PASSWORD"} {
 				env = append(env, v+"=")
 			}
 			out, err := v2.run(ctx, env, "lpsplan"+randomName(), []string{tt.file}, "config", "--format", "json")
@@ -82,6 +88,9 @@ func TestComposeFilesFollowThePlan(t *testing.T) {
 				}
 				delete(file.Services, n.Name)
 				checkService(t, n, s, tt.listen[n.Role], tt.admin[n.Role])
+				if tt.kind == topo.LPS {
+					checkCredentials(t, n, s, passwords)
+				}
 			}
 			for name := range file.Services {
 				t.Errorf("%s: %s runs it, the plan does not have it", name, tt.file)
@@ -143,6 +152,26 @@ func checkService(t *testing.T, n topo.Node, s composeService, listen, admin int
 	for _, to := range n.Talks() {
 		if _, ok := s.DependsOn[to]; !ok {
 			t.Errorf("%s: talks to %s but does not depend on it (depends on %v)", n.Name, to, keys(s.DependsOn))
+		}
+	}
+}
+
+// checkCredentials checks that the LPS topology runs with credentials and access rules: the
+// broker reads broker.passwd and broker.acl (mounted at these paths), and each bridge connects
+// as the user named after its service, with its password in broker.passwd (what each user may
+// do is tested against the broker in package broker, TestComposeACL).
+func checkCredentials(t *testing.T, n topo.Node, s composeService, passwords *broker.PasswordFile) {
+	t.Helper()
+	switch {
+	case n.Role == topo.RoleBroker:
+		if s.Environment["LPS_PASSWORD_FILE"] != "/etc/lps/broker.passwd" || s.Environment["LPS_ACL"] != "/etc/lps/broker.acl" {
+			t.Errorf("%s: LPS_PASSWORD_FILE %q, LPS_ACL %q; want the mounted broker.passwd and broker.acl",
+				n.Name, s.Environment["LPS_PASSWORD_FILE"], s.Environment["LPS_ACL"])
+		}
+	case n.Broker != "":
+		user, pass := s.Environment["MQTT_USERNAME"], s.Environment["MQTT_PASSWORD"]
+		if user != n.Name || !passwords.Check([]byte(user), []byte(pass)) {
+			t.Errorf("%s: MQTT_USERNAME %q with MQTT_PASSWORD %q; want its own user, whose password broker.passwd holds", n.Name, user, pass)
 		}
 	}
 }

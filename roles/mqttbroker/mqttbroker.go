@@ -49,8 +49,11 @@ type Config struct {
 	DataDir string
 	// NoSync turns off fsync of DataDir: see broker.Config.NoSync.
 	NoSync bool
-	// Username and Password, when set, are required from every client.
+	// Username and Password, when set, are a user every client may connect as.
 	Username, Password string
+	// PasswordFile and ACLFile: see broker.Config (users and bcrypt hashes; access rules in
+	// Mosquitto's acl_file format).
+	PasswordFile, ACLFile string
 	// TLSCertFile and TLSKeyFile, when set, serve MQTT over TLS.
 	TLSCertFile, TLSKeyFile string
 	// MaxQueued and MaxInflight: see broker.Config; zero means its defaults.
@@ -133,6 +136,7 @@ func New(cfg Config) (_ *Broker, err error) {
 	b, err := broker.New(broker.Config{
 		Listener: ln, DataDir: cfg.DataDir, NoSync: cfg.NoSync,
 		Username: cfg.Username, Password: cfg.Password, TLS: tlsCfg,
+		PasswordFile: cfg.PasswordFile, ACLFile: cfg.ACLFile,
 		MaxQueued: cfg.MaxQueued, MaxInflight: cfg.MaxInflight, Queues: cfg.Queues,
 		Logger: cfg.Admin.Logger, Registerer: cfg.Admin.Registry,
 	})
