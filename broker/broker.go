@@ -8,6 +8,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,6 +29,16 @@ const (
 	// DefaultMaxInflight is the default of Config.MaxInflight, the same as
 	// mochi's default receive maximum.
 	DefaultMaxInflight = 1024
+	// DefaultMaxKeepAlive is the default of Config.MaxKeepAlive: a minute,
+	// twice the bridges' own keep alive (mqttconn.DefaultKeepAlive), so
+	// that they are never told to ping more often; a silent connection is
+	// closed after 90 seconds.
+	DefaultMaxKeepAlive = 60 * time.Second
+	// MaxKeepAliveLimit is the largest Config.MaxKeepAlive: mochi computes
+	// the 1.5 times keep alive after which it closes a silent connection in
+	// 16 bits (Client.refreshDeadline), which wraps above 43690 seconds and
+	// would close connections early.
+	MaxKeepAliveLimit = 43690 * time.Second
 )
 
 // ErrRunTwice is returned by Run on a Broker that has already run or been
@@ -81,6 +92,13 @@ type Config struct {
 	// acknowledged) below its receive maximum. Default DefaultMaxInflight;
 	// at most 65535.
 	MaxInflight int
+	// MaxKeepAlive caps the keep alive of MQTT 5 clients: one that asks
+	// for more, or for none, is told this value in its CONNACK (Server Keep
+	// Alive, MQTT 5 section 3.2.2.3.14) and is disconnected after 1.5 times
+	// it without a packet. MQTT 3.1.1 clients, which cannot be told, keep
+	// theirs. Whole seconds, 1s to MaxKeepAliveLimit; default
+	// DefaultMaxKeepAlive.
+	MaxKeepAlive time.Duration
 
 	// Queues are the durable queues declared at start: each is a shared
 	// subscription group that exists from New on, takes every matching
@@ -205,7 +223,7 @@ func New(cfg Config) (_ *Broker, err error) {
 		b.queues[i] = q.String()
 	}
 	b.disp = newDispatcher(b.srv, b.st, b.log.Named("dispatcher"), b.met, cfg.MaxQueued, cfg.MaxInflight, cfg.Queues)
-	hooks := []mqtt.Hook{&authHook{log: b.log.Named("auth")}}
+	hooks := []mqtt.Hook{&authHook{log: b.log.Named("auth")}, &keepAliveHook{max: uint16(cfg.MaxKeepAlive / time.Second)}}
 	if cfg.Username != "" {
 		hooks[0].(*authHook).user, hooks[0].(*authHook).pass = []byte(cfg.Username), []byte(cfg.Password)
 	}
@@ -242,6 +260,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("max queued %d is negative", c.MaxQueued)
 	case c.MaxInflight < 0 || c.MaxInflight > 65535:
 		return fmt.Errorf("max inflight %d is outside 0..65535", c.MaxInflight)
+	case c.MaxKeepAlive < 0 || c.MaxKeepAlive > MaxKeepAliveLimit || c.MaxKeepAlive%time.Second != 0:
+		return fmt.Errorf("max keep alive %s is not a whole number of seconds from 1s to %s", c.MaxKeepAlive, MaxKeepAliveLimit)
 	case c.TLS != nil && len(c.TLS.Certificates) == 0 && c.TLS.GetCertificate == nil && c.TLS.GetConfigForClient == nil:
 		return errors.New("tls config has no certificate")
 	}
@@ -258,6 +278,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.MaxInflight == 0 {
 		c.MaxInflight = DefaultMaxInflight
+	}
+	if c.MaxKeepAlive == 0 {
+		c.MaxKeepAlive = DefaultMaxKeepAlive
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
