@@ -8,6 +8,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,6 +29,16 @@ const (
 	// DefaultMaxInflight is the default of Config.MaxInflight, the same as
 	// mochi's default receive maximum.
 	DefaultMaxInflight = 1024
+	// DefaultMaxKeepAlive is the default of Config.MaxKeepAlive: a minute,
+	// twice the bridges' own keep alive (mqttconn.DefaultKeepAlive), so
+	// that they are never told to ping more often; a silent connection is
+	// closed after 90 seconds.
+	DefaultMaxKeepAlive = 60 * time.Second
+	// MaxKeepAliveLimit is the largest Config.MaxKeepAlive: mochi computes
+	// the 1.5 times keep alive after which it closes a silent connection in
+	// 16 bits (Client.refreshDeadline), which wraps above 43690 seconds and
+	// would close connections early.
+	MaxKeepAliveLimit = 43690 * time.Second
 )
 
 // ErrRunTwice is returned by Run on a Broker that has already run or been
@@ -93,6 +104,13 @@ type Config struct {
 	// acknowledged) below its receive maximum. Default DefaultMaxInflight;
 	// at most 65535.
 	MaxInflight int
+	// MaxKeepAlive caps the keep alive of MQTT 5 clients: one that asks
+	// for more, or for none, is told this value in its CONNACK (Server Keep
+	// Alive, MQTT 5 section 3.2.2.3.14) and is disconnected after 1.5 times
+	// it without a packet. MQTT 3.1.1 clients, which cannot be told, keep
+	// theirs. Whole seconds, 1s to MaxKeepAliveLimit; default
+	// DefaultMaxKeepAlive.
+	MaxKeepAlive time.Duration
 
 	// Queues are the durable queues declared at start: each is a shared
 	// subscription group that exists from New on, takes every matching
@@ -222,7 +240,7 @@ func New(cfg Config) (_ *Broker, err error) {
 		return nil, err
 	}
 	b.disp.acc = acc
-	hooks := []mqtt.Hook{&authHook{access: acc, srv: b.srv, log: b.log.Named("auth")}}
+	hooks := []mqtt.Hook{&authHook{access: acc, srv: b.srv, log: b.log.Named("auth")}, &keepAliveHook{max: uint16(cfg.MaxKeepAlive / time.Second)}}
 	if b.st != nil {
 		hooks = append(hooks, b.st)
 		if err := b.disp.load(); err != nil {
@@ -256,6 +274,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("max queued %d is negative", c.MaxQueued)
 	case c.MaxInflight < 0 || c.MaxInflight > 65535:
 		return fmt.Errorf("max inflight %d is outside 0..65535", c.MaxInflight)
+	case c.MaxKeepAlive < 0 || c.MaxKeepAlive > MaxKeepAliveLimit || c.MaxKeepAlive%time.Second != 0:
+		return fmt.Errorf("max keep alive %s is not a whole number of seconds from 1s to %s", c.MaxKeepAlive, MaxKeepAliveLimit)
 	case c.TLS != nil && len(c.TLS.Certificates) == 0 && c.TLS.GetCertificate == nil && c.TLS.GetConfigForClient == nil:
 		return errors.New("tls config has no certificate")
 	}
@@ -292,6 +312,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.MaxInflight == 0 {
 		c.MaxInflight = DefaultMaxInflight
+	}
+	if c.MaxKeepAlive == 0 {
+		c.MaxKeepAlive = DefaultMaxKeepAlive
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()

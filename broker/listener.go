@@ -33,8 +33,9 @@ const connectTimeout = 30 * time.Second
 //   - nothing bounds the wait for a connection's CONNECT (connectTimeout).
 //
 // Close here stops accepting first, then disconnects clients, then closes
-// whatever connections are left and waits for their goroutines, so that
-// mochi's Listeners.CloseAll finds nothing left to wait for.
+// whatever connections are left, ends those still lingering (linger.go)
+// and waits for their goroutines, so that mochi's Listeners.CloseAll finds
+// nothing left to wait for.
 type listener struct {
 	id  string
 	ln  net.Listener
@@ -44,8 +45,9 @@ type listener struct {
 	closed  bool
 	serving bool
 	conns   map[net.Conn]struct{}
-	closing chan struct{} // closed when Close starts
-	served  chan struct{} // closed when Serve returns
+	lingers map[*lingerConn]struct{} // closed, still reading (linger.go)
+	closing chan struct{}            // closed when Close starts
+	served  chan struct{}            // closed when Serve returns
 	wg      sync.WaitGroup
 }
 
@@ -57,6 +59,7 @@ func newListener(id string, ln net.Listener, log *zap.Logger) *listener {
 		ln:      ln,
 		log:     log,
 		conns:   map[net.Conn]struct{}{},
+		lingers: map[*lingerConn]struct{}{},
 		closing: make(chan struct{}),
 		served:  make(chan struct{}),
 	}
@@ -106,7 +109,7 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 			continue
 		}
 		backoff = 0
-		c = batchconn.New(c)                              // mochi writes each packet on its own
+		c = batchconn.New(&lingerConn{Conn: c, l: l})     // mochi writes each packet on its own
 		_ = c.SetDeadline(time.Now().Add(connectTimeout)) // mochi replaces it after CONNECT
 		if !l.track(c) {
 			_ = c.Close()
@@ -136,6 +139,26 @@ func (l *listener) track(c net.Conn) bool {
 	l.conns[c] = struct{}{}
 	l.wg.Add(1)
 	return true
+}
+
+// linger registers a connection that lingers after Close (linger.go), so
+// that Close can end it; false if the listener is closing: close at once.
+func (l *listener) linger(c *lingerConn) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return false
+	}
+	l.lingers[c] = struct{}{}
+	l.wg.Add(1)
+	return true
+}
+
+func (l *listener) unlinger(c *lingerConn) {
+	l.mu.Lock()
+	delete(l.lingers, c)
+	l.mu.Unlock()
+	l.wg.Done()
 }
 
 func (l *listener) untrack(c net.Conn) {
@@ -170,6 +193,9 @@ func (l *listener) Close(closeClients listeners.CloseFn) {
 	l.mu.Lock()
 	for c := range l.conns {
 		_ = c.Close()
+	}
+	for c := range l.lingers { // a shutdown does not wait for lingering peers
+		_ = c.Conn.Close()
 	}
 	l.mu.Unlock()
 	l.wg.Wait()

@@ -30,6 +30,8 @@ type rawOpts struct {
 	version       byte // 5 or 4 (MQTT 3.1.1); 0 means 5
 	noProblemInfo bool // send Request Problem Information 0, as paho.golang does by default
 	expiry        uint32
+	keepAlive     int    // seconds; 0 means 30, -1 sends 0 (no keep alive)
+	topicAliasMax uint16 // Topic Alias Maximum; 0 is not sent (none allowed)
 }
 
 // dialRaw connects a raw client and returns it with the CONNACK.
@@ -44,17 +46,26 @@ func dialRaw(t testing.TB, addr string, o rawOpts) (*rawClient, packets.Packet) 
 	}
 	t.Cleanup(func() { _ = conn.Close() })
 	c := &rawClient{t: t, conn: conn, r: bufio.NewReader(conn), version: o.version}
+	switch o.keepAlive {
+	case 0:
+		o.keepAlive = 30
+	case -1:
+		o.keepAlive = 0
+	}
 	cp := packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Connect},
 		Connect: packets.ConnectParams{
 			ProtocolName:     []byte("MQTT"),
 			Clean:            o.expiry == 0,
-			Keepalive:        30,
+			Keepalive:        uint16(o.keepAlive),
 			ClientIdentifier: o.id,
 		},
 	}
 	if o.noProblemInfo {
 		cp.Properties.RequestProblemInfo, cp.Properties.RequestProblemInfoFlag = 0, true
+	}
+	if o.topicAliasMax > 0 {
+		cp.Properties.TopicAliasMaximum = o.topicAliasMax
 	}
 	if o.expiry > 0 {
 		cp.Properties.SessionExpiryInterval, cp.Properties.SessionExpiryIntervalFlag = o.expiry, true

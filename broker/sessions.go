@@ -91,7 +91,8 @@ func (d *dispatcher) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 		}
 	}
 	s.window = d.windowFor(cl)
-	c := &conn{cl: cl, wake: make(chan struct{}, 1), stop: make(chan struct{})}
+	c := &conn{cl: cl, wake: make(chan struct{}, 1), stop: make(chan struct{}),
+		aliases: outAliases{max: cl.Properties.Props.TopicAliasMaximum}}
 	s.conn = c
 
 	// Resend unacknowledged PUBLISH and PUBREL packets in their original

@@ -44,6 +44,8 @@ func (a *app) newBrokerCmd() *cobra.Command {
 	fs.StringVar(&cfg.TLSKeyFile, "tls-key", "", "key of --tls-cert (PEM)")
 	fs.IntVar(&cfg.MaxQueued, "max-queued", 0, "bound of each client's or group's queue (0: the broker's default)")
 	fs.IntVar(&cfg.MaxInflight, "max-inflight", 0, "messages in flight to one client at most (0: the broker's default)")
+	fs.DurationVar(&cfg.MaxKeepAlive, "max-keep-alive", broker.DefaultMaxKeepAlive,
+		"longest keep alive an MQTT 5 client may use: one asking for more or none is told this one (Server Keep Alive); whole seconds")
 	// A string slice, not an array: it is repeatable and also splits at commas, so that
 	// LPS_QUEUE=a:x,b:y declares two queues (the environment sets a flag with one value). A
 	// filter with a comma in it is written in CSV quotes: --queue '"g:a,b"'.

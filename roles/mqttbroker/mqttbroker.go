@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"time"
 
 	"github.com/oklog/run"
 
@@ -58,6 +59,9 @@ type Config struct {
 	TLSCertFile, TLSKeyFile string
 	// MaxQueued and MaxInflight: see broker.Config; zero means its defaults.
 	MaxQueued, MaxInflight int
+	// MaxKeepAlive caps the keep alive of MQTT 5 clients: see broker.Config; zero means its
+	// default.
+	MaxKeepAlive time.Duration
 	// Queues are the durable queues declared at start (broker.Config.Queues). nil means
 	// DefaultQueues(); a non-nil empty slice declares none.
 	Queues []broker.Queue
@@ -84,6 +88,8 @@ func (cfg Config) Validate() error {
 		return config.Invalid("MaxQueued", cfg.MaxQueued, "must not be negative (0: the default)")
 	case cfg.MaxInflight < 0 || cfg.MaxInflight > 65535:
 		return config.Invalid("MaxInflight", cfg.MaxInflight, "must be between 0 (the default) and 65535")
+	case cfg.MaxKeepAlive < 0 || cfg.MaxKeepAlive > broker.MaxKeepAliveLimit || cfg.MaxKeepAlive%time.Second != 0:
+		return config.Invalid("MaxKeepAlive", cfg.MaxKeepAlive, "must be whole seconds up to %s (0: the default)", broker.MaxKeepAliveLimit)
 	case (cfg.Username == "") != (cfg.Password == ""):
 		return config.Invalid("Password", "", "a user name and a password go together")
 	}
@@ -137,7 +143,7 @@ func New(cfg Config) (_ *Broker, err error) {
 		Listener: ln, DataDir: cfg.DataDir, NoSync: cfg.NoSync,
 		Username: cfg.Username, Password: cfg.Password, TLS: tlsCfg,
 		PasswordFile: cfg.PasswordFile, ACLFile: cfg.ACLFile,
-		MaxQueued: cfg.MaxQueued, MaxInflight: cfg.MaxInflight, Queues: cfg.Queues,
+		MaxQueued: cfg.MaxQueued, MaxInflight: cfg.MaxInflight, MaxKeepAlive: cfg.MaxKeepAlive, Queues: cfg.Queues,
 		Logger: cfg.Admin.Logger, Registerer: cfg.Admin.Registry,
 	})
 	if err != nil {
