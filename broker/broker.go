@@ -98,6 +98,8 @@ type Config struct {
 	// unregistered when Run returns, so a broker restarted in the same
 	// process can register them again.
 	Registerer prometheus.Registerer
+
+	window int // tests only: the in-memory window of a group queue; 0: groupWindow
 }
 
 // Stats is a snapshot of what the broker holds.
@@ -205,6 +207,9 @@ func New(cfg Config) (_ *Broker, err error) {
 		b.queues[i] = q.String()
 	}
 	b.disp = newDispatcher(b.srv, b.st, b.log.Named("dispatcher"), b.met, cfg.MaxQueued, cfg.MaxInflight, cfg.Queues)
+	if cfg.window > 0 {
+		b.disp.window = cfg.window
+	}
 	hooks := []mqtt.Hook{&authHook{log: b.log.Named("auth")}}
 	if cfg.Username != "" {
 		hooks[0].(*authHook).user, hooks[0].(*authHook).pass = []byte(cfg.Username), []byte(cfg.Password)

@@ -54,6 +54,7 @@ type dispatcher struct {
 	met         *metrics
 	maxQueued   int
 	maxInflight int
+	window      int // messages of a group queue in memory with a data dir (backlog.go)
 
 	mu          sync.Mutex
 	closed      bool
@@ -81,6 +82,7 @@ func newDispatcher(srv *mqtt.Server, st *store, log *zap.Logger, met *metrics, m
 		met:         met,
 		maxQueued:   maxQueued,
 		maxInflight: maxInflight,
+		window:      groupWindow,
 		sessions:    map[string]*session{},
 		groups:      map[string]*group{},
 		subscribing: map[*mqtt.Client]pendingSubscribe{},
@@ -136,15 +138,22 @@ func (d *dispatcher) unstoreClientMsg(b *batch, s *session, m *outMsg) {
 	}
 }
 
+// storeGroupMsg and unstoreGroupMsg keep the group's record count beside
+// its records, in the same transaction, so a restart reads the count
+// instead of counting a backlog (backlog.go).
 func (d *dispatcher) storeGroupMsg(b *batch, g *group, m *outMsg) {
 	if d.st != nil {
 		b.put(outKey(ownerGroup, g.filter, m.seq), m.record(""))
+		g.stored++
+		b.putCount(g.filter, g.stored)
 	}
 }
 
 func (d *dispatcher) unstoreGroupMsg(b *batch, g *group, m *outMsg) {
 	if d.st != nil {
 		b.del(outKey(ownerGroup, g.filter, m.seq))
+		g.stored--
+		b.putCount(g.filter, g.stored)
 	}
 }
 
@@ -181,12 +190,12 @@ func (d *dispatcher) stats() Stats {
 		}
 	}
 	for _, g := range d.groups {
-		st.Queued += g.queue.len()
+		st.Queued += g.len()
 	}
 	st.Delayed = len(d.delayed)
 	st.Queues = make(map[string]int, len(d.declared))
 	for _, g := range d.declared {
-		st.Queues[g.declared.String()] = g.queue.len()
+		st.Queues[g.declared.String()] = g.len()
 	}
 	return st
 }

@@ -152,8 +152,8 @@ func (d *dispatcher) routeLocked(msg *message, subs *mqtt.Subscribers, pre *batc
 			}
 			continue
 		}
-		if g.queue.len() >= d.maxQueued {
-			return nil, d.refuseFull("group", f, g.queue.len())
+		if g.len() >= d.maxQueued {
+			return nil, d.refuseFull("group", f, g.len())
 		}
 		out := newOutMsg(msg)
 		out.group = f
@@ -183,7 +183,7 @@ func (d *dispatcher) routeLocked(msg *message, subs *mqtt.Subscribers, pre *batc
 	var fb batch
 	for _, t := range targets {
 		if t.g != nil {
-			t.g.queue.push(t.m)
+			d.enqueue(t.g, t.m, f)
 			d.dispatchGroup(t.g, &fb)
 		} else {
 			t.s.queue.push(t.m)
@@ -215,7 +215,13 @@ type group struct {
 	members  map[string]packets.Subscription
 	order    []string // members sorted, for round robin; nil when stale
 	next     int      // round robin cursor into order
-	queue    fifo
+	queue    fifo     // the window: oldest messages, in memory (backlog.go)
+
+	// With a data dir (backlog.go):
+	stored     int    // records of the group in the data dir (window and spilled)
+	spilled    int    // messages in the data dir only, all newer than the window's
+	tail       uint64 // highest sequence number that entered the window
+	spillFlush *flush // carries the newest spilled message
 }
 
 func (d *dispatcher) group(filter string) *group {
@@ -230,7 +236,7 @@ func (d *dispatcher) group(filter string) *group {
 // forgetGroup drops a group nobody belongs to and nothing waits in, unless
 // it is a declared queue.
 func (d *dispatcher) forgetGroup(g *group) {
-	if g.declared == nil && len(g.members) == 0 && g.queue.len() == 0 {
+	if g.declared == nil && len(g.members) == 0 && g.len() == 0 {
 		delete(d.groups, g.filter)
 	}
 }
@@ -239,7 +245,7 @@ func (d *dispatcher) forgetGroup(g *group) {
 // quota, in round robin order.
 func (d *dispatcher) dispatchGroup(g *group, b *batch) {
 	for range len(g.members) {
-		if g.queue.len() == 0 {
+		if g.len() == 0 {
 			return
 		}
 		s := d.pickMember(g, true)
@@ -300,7 +306,7 @@ func (d *dispatcher) next(s *session) (*outMsg, *group) {
 		if g == nil {
 			continue
 		}
-		if m := g.queue.peek(); m != nil && (best == nil || m.seq < best.seq) {
+		if m := d.head(g); m != nil && (best == nil || m.seq < best.seq) {
 			best, from = m, g
 		}
 	}
