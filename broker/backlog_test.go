@@ -1,13 +1,19 @@
 package broker
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/prometheus/client_golang/prometheus"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/lpsdev/lps/internal/testutil"
 )
@@ -163,4 +169,120 @@ func TestGroupWindowMembersJoinAndLeave(t *testing.T) {
 	for _, c := range members {
 		disconnect(c)
 	}
+}
+
+// TestMaxStoreBytes: once the data dir's file has Config.MaxStoreBytes in
+// use, a QoS 1 or 2 publish is refused at once with 0x97 (counted as
+// store_full) and nothing of it is kept; once consumers have drained the
+// queue, publishes are accepted again.
+func TestMaxStoreBytes(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	b := startBroker(t, Config{DataDir: t.TempDir(), Queues: []Queue{legacyQueue}, MaxStoreBytes: 256 << 10, Registerer: reg})
+	pub, _ := dialRaw(t, b.Addr().String(), rawOpts{id: "proxy1-1"})
+	body := strings.Repeat("x", 2000)
+	accepted := 0
+	for ; ; accepted++ {
+		if accepted == 1000 {
+			t.Fatalf("1,000 publishes of 2 kB accepted with MaxStoreBytes 256 KiB")
+		}
+		ack := pub.publish("proxy1-1/message", 1, false, fmt.Sprintf("%04d%s", accepted, body))
+		if ack.ReasonCode == packets.ErrQuotaExceeded.Code {
+			break
+		}
+		if ack.ReasonCode != 0 {
+			t.Fatalf("publish %d: reason code %#x, want 0 or 0x97", accepted, ack.ReasonCode)
+		}
+	}
+	if accepted == 0 {
+		t.Fatal("the first publish was refused: the empty data dir is over the bound")
+	}
+	if rec := pub.publish("proxy1-1/message", 2, false, "qos2"); rec.ReasonCode != packets.ErrQuotaExceeded.Code {
+		t.Errorf("QoS 2 publish with the data dir full: PUBREC %#x, want 0x97", rec.ReasonCode)
+	}
+	if n := promtest.ToFloat64(b.met.refused.WithLabelValues("store_full")); n != 2 {
+		t.Errorf("refused store_full = %v, want 2", n)
+	}
+	if d := b.QueueDepth(); d != accepted {
+		t.Fatalf("QueueDepth %d, want the %d accepted", d, accepted)
+	}
+
+	col := newCollector()
+	c := mustDial(t, b.Addr().String(), consumer("legacy-proxy-2-1", 10, col, 0))
+	subscribe(t, c, sharedFilter)
+	testutil.Eventually(t, testTimeout, func() error {
+		if col.distinct() != accepted || b.QueueDepth() != 0 {
+			return fmt.Errorf("waiting for the consumer to drain %d (has %d)", accepted, col.distinct())
+		}
+		return nil
+	})
+	// The consumer's acknowledgements free the pages as they are written.
+	testutil.Eventually(t, testTimeout, func() error {
+		if ack := pub.publish("proxy1-1/message", 1, false, "after"); ack.ReasonCode != 0 {
+			return fmt.Errorf("publish after the drain: reason code %#x", ack.ReasonCode)
+		}
+		return nil
+	})
+}
+
+// TestLimits: the maximum packet size is announced in the CONNACK and a
+// larger packet ends the connection; a connection beyond MaxConnections is
+// refused with server busy; a session expiry above MaxSessionExpiry is cut
+// to it and the CONNACK says so.
+func TestLimits(t *testing.T) {
+	b := startBroker(t, Config{MaxPacketSize: 4096, MaxConnections: 2, MaxSessionExpiry: time.Hour})
+	addr := b.Addr().String()
+
+	t.Run("packet size", func(t *testing.T) {
+		c, ca := dialRaw(t, addr, rawOpts{id: "big"})
+		if ca.Properties.MaximumPacketSize != 4096 {
+			t.Errorf("CONNACK maximum packet size %d, want 4096", ca.Properties.MaximumPacketSize)
+		}
+		if ack := c.publish("t/message", 1, false, strings.Repeat("x", 3000)); ack.FixedHeader.Type != packets.Puback {
+			t.Fatalf("a 3 kB publish: got %s", packets.PacketNames[ack.FixedHeader.Type])
+		}
+		c.send(packets.Packet{
+			FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
+			TopicName:   "t/message", PacketID: 999, Payload: []byte(strings.Repeat("x", 5000)),
+		})
+		// mochi closes the connection; a DISCONNECT 0x95 before that is
+		// allowed too (MQTT 5 section 4.13).
+		_ = c.conn.SetReadDeadline(time.Now().Add(testTimeout))
+		rest, err := io.ReadAll(c.conn)
+		if err != nil {
+			t.Fatalf("a 5 kB publish: the connection stayed open: %v", err)
+		}
+		if len(rest) > 0 && !bytes.Equal(rest, []byte{packets.Disconnect << 4, 1, packets.ErrPacketTooLarge.Code}) {
+			t.Errorf("a 5 kB publish: got % x, want the connection closed (after DISCONNECT 0x95)", rest)
+		}
+		if n := b.Stats().Queued; n != 0 {
+			t.Errorf("%d queued, want none (no subscriber)", n)
+		}
+	})
+
+	t.Run("session expiry", func(t *testing.T) {
+		c, ca := dialRaw(t, addr, rawOpts{id: "forever", expiry: 0xFFFFFFFF})
+		if !ca.Properties.SessionExpiryIntervalFlag || ca.Properties.SessionExpiryInterval != 3600 {
+			t.Errorf("CONNACK session expiry %d (set %v), want 3600", ca.Properties.SessionExpiryInterval, ca.Properties.SessionExpiryIntervalFlag)
+		}
+		_ = c.conn.Close()
+	})
+
+	t.Run("connections", func(t *testing.T) {
+		testutil.Eventually(t, testTimeout, func() error {
+			if n := b.Stats().ClientsConnected; n != 0 {
+				return fmt.Errorf("waiting for the earlier clients to be gone (%d connected)", n)
+			}
+			return nil
+		})
+		dialRaw(t, addr, rawOpts{id: "one"})
+		dialRaw(t, addr, rawOpts{id: "two"})
+		_, ca, err := dial(t, addr, clientOpts{id: "three", clean: true})
+		if err == nil || ca == nil || ca.ReasonCode != packets.ErrServerBusy.Code {
+			code := -1
+			if ca != nil {
+				code = int(ca.ReasonCode)
+			}
+			t.Errorf("third connection: err %v, CONNACK reason %#x; want refused with 0x89", err, code)
+		}
+	})
 }

@@ -56,6 +56,8 @@ type dispatcher struct {
 	maxInflight int
 	window      int // messages of a group queue in memory with a data dir (backlog.go)
 
+	maxStoreBytes int64 // Config.MaxStoreBytes; negative: no bound
+
 	mu          sync.Mutex
 	closed      bool
 	seq         uint64

@@ -95,6 +95,11 @@ func (d *dispatcher) routeLocked(msg *message, subs *mqtt.Subscribers, pre *batc
 	if !d.matches(msg, subs, filters) {
 		return nil, errNoSubscribers
 	}
+	if msg.qos > 0 {
+		if err := d.checkStore(); err != nil {
+			return nil, err
+		}
+	}
 
 	type target struct {
 		s *session
@@ -204,6 +209,25 @@ func (d *dispatcher) refuseFull(kind, owner string, n int) error {
 		zap.String(kind, owner), zap.Int("queued", n), zap.Int("max_queued", d.maxQueued))
 	d.met.refused.WithLabelValues("queue_full").Inc()
 	return packets.ErrQuotaExceeded
+}
+
+// checkStore refuses a QoS 1/2 message when the data dir is at
+// Config.MaxStoreBytes: at once, with 0x97, so that the publisher (http2mqtt
+// answers 503) keeps it, instead of the write failing later when the disk
+// is full. The file's use is measured after each transaction, so the bound
+// may be passed by what one transaction carries.
+func (d *dispatcher) checkStore() error {
+	if d.st == nil || d.maxStoreBytes < 0 {
+		return nil
+	}
+	if used := d.st.usedBytes(); used >= d.maxStoreBytes {
+		if ce := d.log.Check(zap.WarnLevel, "refusing publish: data dir full"); ce != nil {
+			ce.Write(zap.Int64("used_bytes", used), zap.Int64("max_store_bytes", d.maxStoreBytes))
+		}
+		d.met.refused.WithLabelValues("store_full").Inc()
+		return packets.ErrQuotaExceeded
+	}
+	return nil
 }
 
 // group is a shared subscription: one filter, several members, one queue.

@@ -36,6 +36,11 @@ func (a *app) newBrokerCmd() *cobra.Command {
 	fs.StringVar(&cfg.TLSKeyFile, "tls-key", "", "key of --tls-cert (PEM)")
 	fs.IntVar(&cfg.MaxQueued, "max-queued", 0, "bound of each client's or group's queue (0: the broker's default)")
 	fs.IntVar(&cfg.MaxInflight, "max-inflight", 0, "messages in flight to one client at most (0: the broker's default)")
+	fs.Int64Var(&cfg.MaxStoreBytes, "max-store-bytes", broker.DefaultMaxStoreBytes,
+		"with --data-dir: bytes of the data dir in use at most; beyond, QoS 1/2 publishes are refused with 0x97 (http2mqtt answers 503) until consumers drain; -1: no bound")
+	fs.Uint32Var(&cfg.MaxPacketSize, "max-packet-size", broker.DefaultMaxPacketSize, "largest MQTT packet a client may send, in bytes (announced in CONNACK)")
+	fs.IntVar(&cfg.MaxConnections, "max-connections", broker.DefaultMaxConnections, "clients connected at once at most; one more gets CONNACK 0x89 server busy")
+	fs.DurationVar(&cfg.MaxSessionExpiry, "max-session-expiry", broker.DefaultMaxSessionExpiry, "cap on the session expiry interval clients ask for (whole seconds)")
 	// A string slice, not an array: it is repeatable and also splits at commas, so that
 	// LPS_QUEUE=a:x,b:y declares two queues (the environment sets a flag with one value). A
 	// filter with a comma in it is written in CSV quotes: --queue '"g:a,b"'.

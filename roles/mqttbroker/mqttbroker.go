@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"time"
 
 	"github.com/oklog/run"
 
@@ -55,6 +56,12 @@ type Config struct {
 	TLSCertFile, TLSKeyFile string
 	// MaxQueued and MaxInflight: see broker.Config; zero means its defaults.
 	MaxQueued, MaxInflight int
+	// MaxStoreBytes, MaxPacketSize, MaxConnections and MaxSessionExpiry: see broker.Config;
+	// zero means its defaults (MaxStoreBytes negative: no bound).
+	MaxStoreBytes    int64
+	MaxPacketSize    uint32
+	MaxConnections   int
+	MaxSessionExpiry time.Duration
 	// Queues are the durable queues declared at start (broker.Config.Queues). nil means
 	// DefaultQueues(); a non-nil empty slice declares none.
 	Queues []broker.Queue
@@ -81,6 +88,12 @@ func (cfg Config) Validate() error {
 		return config.Invalid("MaxQueued", cfg.MaxQueued, "must not be negative (0: the default)")
 	case cfg.MaxInflight < 0 || cfg.MaxInflight > 65535:
 		return config.Invalid("MaxInflight", cfg.MaxInflight, "must be between 0 (the default) and 65535")
+	case cfg.MaxPacketSize != 0 && cfg.MaxPacketSize < 1024:
+		return config.Invalid("MaxPacketSize", cfg.MaxPacketSize, "must be 0 (the default) or at least 1024 bytes")
+	case cfg.MaxConnections < 0:
+		return config.Invalid("MaxConnections", cfg.MaxConnections, "must not be negative (0: the default)")
+	case cfg.MaxSessionExpiry < 0 || (cfg.MaxSessionExpiry > 0 && cfg.MaxSessionExpiry < time.Second):
+		return config.Invalid("MaxSessionExpiry", cfg.MaxSessionExpiry, "must be 0 (the default) or at least 1s")
 	case (cfg.Username == "") != (cfg.Password == ""):
 		return config.Invalid("Password", "", "a user name and a password go together")
 	}
@@ -134,6 +147,8 @@ func New(cfg Config) (_ *Broker, err error) {
 		Listener: ln, DataDir: cfg.DataDir, NoSync: cfg.NoSync,
 		Username: cfg.Username, Password: cfg.Password, TLS: tlsCfg,
 		MaxQueued: cfg.MaxQueued, MaxInflight: cfg.MaxInflight, Queues: cfg.Queues,
+		MaxStoreBytes: cfg.MaxStoreBytes, MaxPacketSize: cfg.MaxPacketSize,
+		MaxConnections: cfg.MaxConnections, MaxSessionExpiry: cfg.MaxSessionExpiry,
 		Logger: cfg.Admin.Logger, Registerer: cfg.Admin.Registry,
 	})
 	if err != nil {
