@@ -286,3 +286,30 @@ func TestLimits(t *testing.T) {
 		}
 	})
 }
+
+// TestNewValidatesLimits: limits that cannot work are refused with a clear error.
+func TestNewValidatesLimits(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"packet size", Config{MaxPacketSize: 100}, "max packet size 100 is below 1024 bytes"},
+		{"connections", Config{MaxConnections: -1}, "max connections -1 is negative"},
+		{"session expiry below a second", Config{MaxSessionExpiry: time.Millisecond}, "max session expiry 1ms is outside"},
+		{"session expiry negative", Config{MaxSessionExpiry: -time.Second}, "max session expiry -1s is outside"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.cfg.Address = "127.0.0.1:0"
+			b, err := New(tt.cfg)
+			if err == nil {
+				_ = b.Close()
+				t.Fatalf("New accepted %+v", tt.cfg)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %q, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}

@@ -22,10 +22,10 @@ const (
 	// Listener and no Address: loopback, so that nothing is exposed by
 	// accident.
 	DefaultAddress = "127.0.0.1:1883"
-	// DefaultMaxQueued is the default of Config.MaxQueued: a million
-	// messages. A queued message costs about 200 bytes of memory plus the
-	// packet as received (an LPS alarm is about 300 bytes), so a full queue
-	// of this size holds about half a gigabyte.
+	// DefaultMaxQueued is the default of Config.MaxQueued without a
+	// DataDir: a million messages. A queued message then costs about 200
+	// bytes of memory plus the packet as received (an LPS alarm is about
+	// 300 bytes), so a full queue of this size holds about half a gigabyte.
 	DefaultMaxQueued = 1_000_000
 	// DefaultMaxQueuedStored is the default of Config.MaxQueued with a
 	// DataDir, where a group queue's backlog waits on disk, not in memory
@@ -37,11 +37,12 @@ const (
 	// mochi's default receive maximum.
 	DefaultMaxInflight = 1024
 	// DefaultMaxStoreBytes is the default of Config.MaxStoreBytes: 8 GiB.
-	// A queued alarm takes about 700 bytes of the file (its JSON record,
-	// the B+tree's keys and page slack), so the 5.4 million alarms of a
-	// five-hour outage at 300 alarms/s (issue 14) take under 4 GiB; twice
-	// that leaves room for retries and dead letters, and still stops a
-	// longer outage well before a typical volume is full. The limit is
+	// A queued alarm of 200 bytes takes 700 to 760 bytes of the file (its
+	// JSON record, the B+tree's keys and page slack; measured by
+	// faults.TestBrokerBacklogOnDisk), so the 5.4 million alarms of a
+	// five-hour outage at 300 alarms/s (issue 14) take about 3.8 GiB; twice
+	// that leaves room for larger alarms, retries and dead letters, and
+	// still stops a longer outage before it fills a typical volume. The limit is
 	// checked per publish against the file's pages in use, so a refusal
 	// comes at once (0x97), not as a failing write later.
 	DefaultMaxStoreBytes = 8 << 30
@@ -113,7 +114,8 @@ type Config struct {
 	// would exceed it is refused to the publisher with reason code 0x97
 	// (quota exceeded), logged at error level and counted in
 	// lps_broker_publishes_refused_total; the publisher keeps the message.
-	// Default DefaultMaxQueued, or DefaultMaxQueuedStored with a DataDir.
+	// Default DefaultMaxQueued; for a group queue with a DataDir, where it
+	// waits on disk, DefaultMaxQueuedStored.
 	MaxQueued int
 	// MaxStoreBytes bounds the bytes of DataDir's file in use (pages not
 	// free). Once reached, a QoS 1/2 publish is refused at once with 0x97
@@ -213,6 +215,13 @@ func New(cfg Config) (_ *Broker, err error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("validating config: %w", err)
 	}
+	maxGroupQueued := cfg.MaxQueued
+	if maxGroupQueued == 0 {
+		maxGroupQueued = DefaultMaxQueued
+		if cfg.DataDir != "" {
+			maxGroupQueued = DefaultMaxQueuedStored
+		}
+	}
 	cfg.applyDefaults()
 
 	b := &Broker{log: cfg.Logger, met: newMetrics()}
@@ -267,7 +276,7 @@ func New(cfg Config) (_ *Broker, err error) {
 		b.queues[i] = q.String()
 	}
 	b.disp = newDispatcher(b.srv, b.st, b.log.Named("dispatcher"), b.met, cfg.MaxQueued, cfg.MaxInflight, cfg.Queues)
-	b.disp.maxStoreBytes = cfg.MaxStoreBytes
+	b.disp.maxStoreBytes, b.disp.maxGroupQueued = cfg.MaxStoreBytes, maxGroupQueued
 	if cfg.window > 0 {
 		b.disp.window = cfg.window
 	}
@@ -328,9 +337,6 @@ func (c *Config) applyDefaults() {
 	}
 	if c.MaxQueued == 0 {
 		c.MaxQueued = DefaultMaxQueued
-		if c.DataDir != "" {
-			c.MaxQueued = DefaultMaxQueuedStored
-		}
 	}
 	if c.MaxStoreBytes == 0 {
 		c.MaxStoreBytes = DefaultMaxStoreBytes

@@ -113,7 +113,7 @@ func (d *dispatcher) delayLocked(msg *message, subs *mqtt.Subscribers, due time.
 		}
 	}
 	if len(d.delayed) >= d.maxQueued {
-		return nil, d.refuseFull("delayed", msg.topic, len(d.delayed))
+		return nil, d.refuseFull("delayed", msg.topic, len(d.delayed), d.maxQueued)
 	}
 	d.seq++
 	dm := &delayedMsg{m: newOutMsg(msg), due: due}

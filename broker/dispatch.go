@@ -52,11 +52,12 @@ type dispatcher struct {
 	st          *store // nil: nothing persists
 	log         *zap.Logger
 	met         *metrics
-	maxQueued   int
+	maxQueued   int // a client queue, the delayed messages
 	maxInflight int
 	window      int // messages of a group queue in memory with a data dir (backlog.go)
 
-	maxStoreBytes int64 // Config.MaxStoreBytes; negative: no bound
+	maxStoreBytes  int64 // Config.MaxStoreBytes; negative: no bound
+	maxGroupQueued int   // a group queue: on disk with a data dir (Config.MaxQueued)
 
 	mu          sync.Mutex
 	closed      bool
@@ -78,19 +79,21 @@ var _ mqtt.Hook = (*dispatcher)(nil)
 
 func newDispatcher(srv *mqtt.Server, st *store, log *zap.Logger, met *metrics, maxQueued, maxInflight int, queues []Queue) *dispatcher {
 	d := &dispatcher{
-		srv:         srv,
-		st:          st,
-		log:         log,
-		met:         met,
-		maxQueued:   maxQueued,
-		maxInflight: maxInflight,
-		window:      groupWindow,
-		sessions:    map[string]*session{},
-		groups:      map[string]*group{},
-		subscribing: map[*mqtt.Client]pendingSubscribe{},
-		wills:       map[string]*time.Timer{},
-		delayWake:   make(chan struct{}, 1),
-		delayStop:   make(chan struct{}),
+		srv:       srv,
+		st:        st,
+		log:       log,
+		met:       met,
+		maxQueued: maxQueued,
+
+		maxGroupQueued: maxQueued,
+		maxInflight:    maxInflight,
+		window:         groupWindow,
+		sessions:       map[string]*session{},
+		groups:         map[string]*group{},
+		subscribing:    map[*mqtt.Client]pendingSubscribe{},
+		wills:          map[string]*time.Timer{},
+		delayWake:      make(chan struct{}, 1),
+		delayStop:      make(chan struct{}),
 	}
 	for _, q := range queues {
 		g := d.group(q.shared())

@@ -139,7 +139,7 @@ func (d *dispatcher) routeLocked(msg *message, subs *mqtt.Subscribers, pre *batc
 			continue
 		}
 		if s.queue.len() >= d.maxQueued {
-			return nil, d.refuseFull("client", id, s.queue.len())
+			return nil, d.refuseFull("client", id, s.queue.len(), d.maxQueued)
 		}
 		targets = append(targets, target{s: s, m: out})
 	}
@@ -157,8 +157,8 @@ func (d *dispatcher) routeLocked(msg *message, subs *mqtt.Subscribers, pre *batc
 			}
 			continue
 		}
-		if g.len() >= d.maxQueued {
-			return nil, d.refuseFull("group", f, g.len())
+		if g.len() >= d.maxGroupQueued {
+			return nil, d.refuseFull("group", f, g.len(), d.maxGroupQueued)
 		}
 		out := newOutMsg(msg)
 		out.group = f
@@ -204,9 +204,9 @@ func (d *dispatcher) routeLocked(msg *message, subs *mqtt.Subscribers, pre *batc
 
 // refuseFull logs and counts a publish refused because a queue is at
 // Config.MaxQueued; the publisher gets "quota exceeded" and keeps the message.
-func (d *dispatcher) refuseFull(kind, owner string, n int) error {
+func (d *dispatcher) refuseFull(kind, owner string, n, bound int) error {
 	d.log.Error("refusing publish: subscriber queue full",
-		zap.String(kind, owner), zap.Int("queued", n), zap.Int("max_queued", d.maxQueued))
+		zap.String(kind, owner), zap.Int("queued", n), zap.Int("max_queued", bound))
 	d.met.refused.WithLabelValues("queue_full").Inc()
 	return packets.ErrQuotaExceeded
 }
