@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -21,11 +22,17 @@ const (
 	// Listener and no Address: loopback, so that nothing is exposed by
 	// accident.
 	DefaultAddress = "127.0.0.1:1883"
-	// DefaultMaxQueued is the default of Config.MaxQueued: a million
-	// messages. A queued message costs about 200 bytes of memory plus the
-	// packet as received (an LPS alarm is about 300 bytes), so a full queue
-	// of this size holds about half a gigabyte.
+	// DefaultMaxQueued is the default of Config.MaxQueued without a
+	// DataDir: a million messages. A queued message then costs about 200
+	// bytes of memory plus the packet as received (an LPS alarm is about
+	// 300 bytes), so a full queue of this size holds about half a gigabyte.
 	DefaultMaxQueued = 1_000_000
+	// DefaultMaxQueuedStored is the default of Config.MaxQueued with a
+	// DataDir, where a group queue's backlog waits on disk, not in memory
+	// (backlog.go): ten million, twice the 5.4 million alarms of a
+	// five-hour outage at 300 alarms/s (issue 14). MaxStoreBytes is the
+	// bound that matters then.
+	DefaultMaxQueuedStored = 10_000_000
 	// DefaultMaxInflight is the default of Config.MaxInflight, the same as
 	// mochi's default receive maximum.
 	DefaultMaxInflight = 1024
@@ -39,7 +46,38 @@ const (
 	// 16 bits (Client.refreshDeadline), which wraps above 43690 seconds and
 	// would close connections early.
 	MaxKeepAliveLimit = 43690 * time.Second
+	// DefaultMaxStoreBytes is the default of Config.MaxStoreBytes: 8 GiB.
+	// A queued alarm of 200 bytes takes 700 to 760 bytes of the file (its
+	// JSON record, the B+tree's keys and page slack; measured by
+	// faults.TestBrokerBacklogOnDisk), so the 5.4 million alarms of a
+	// five-hour outage at 300 alarms/s (issue 14) take about 3.8 GiB; twice
+	// that leaves room for larger alarms, retries and dead letters, and
+	// still stops a longer outage before it fills a typical volume. The limit is
+	// checked per publish against the file's pages in use, so a refusal
+	// comes at once (0x97), not as a failing write later.
+	DefaultMaxStoreBytes = 8 << 30
+	// DefaultMaxPacketSize is the default of Config.MaxPacketSize: 2 MiB.
+	// An alarm is a few hundred bytes, but http2mqtt accepts request
+	// bodies up to 1 MiB (transport.DefaultMaxBodyBytes) and publishes the
+	// alarm with its properties: the broker must take what the bridge
+	// accepted. mochi's own default is no limit, which lets one client
+	// make the broker allocate 256 MB for a single packet.
+	DefaultMaxPacketSize = 2 << 20
+	// DefaultMaxConnections is the default of Config.MaxConnections. The
+	// LPS connects a few bridges per site; ten thousand leaves room for
+	// tools and tests while bounding what a reconnect storm or a leak of
+	// connections can cost (each costs goroutines and buffers).
+	DefaultMaxConnections = 10_000
+	// DefaultMaxSessionExpiry is the default of Config.MaxSessionExpiry:
+	// a week. The bridges ask for a day (mqttconn.DefaultSessionExpiry);
+	// a client asking for longer, or forever (0xFFFFFFFF), gets a week, so
+	// that a session nobody resumes stops queueing messages eventually.
+	DefaultMaxSessionExpiry = 7 * 24 * time.Hour
 )
+
+// minPacketSize is the smallest Config.MaxPacketSize accepted: below it a
+// client could not even send an alarm's CONNECT and PUBLISH.
+const minPacketSize = 1024
 
 // ErrRunTwice is returned by Run on a Broker that has already run or been
 // closed: a Broker is used once.
@@ -98,8 +136,28 @@ type Config struct {
 	// would exceed it is refused to the publisher with reason code 0x97
 	// (quota exceeded), logged at error level and counted in
 	// lps_broker_publishes_refused_total; the publisher keeps the message.
-	// Default DefaultMaxQueued.
+	// Default DefaultMaxQueued; for a group queue with a DataDir, where it
+	// waits on disk, DefaultMaxQueuedStored.
 	MaxQueued int
+	// MaxStoreBytes bounds the bytes of DataDir's file in use (pages not
+	// free). Once reached, a QoS 1/2 publish is refused at once with 0x97
+	// "quota exceeded" (logged, counted in
+	// lps_broker_publishes_refused_total{reason="store_full"}) until
+	// consumers have drained enough. Default DefaultMaxStoreBytes;
+	// negative: no bound. Ignored without a DataDir.
+	MaxStoreBytes int64
+	// MaxPacketSize is the largest packet a client may send, announced in
+	// every CONNACK [MQTT-3.2.2-15]; a larger one ends the connection with
+	// 0x95 "packet too large". Default DefaultMaxPacketSize.
+	MaxPacketSize uint32
+	// MaxConnections bounds the clients connected at once; one more is
+	// refused with CONNACK 0x89 "server busy". Default
+	// DefaultMaxConnections.
+	MaxConnections int
+	// MaxSessionExpiry caps the session expiry interval a client asks for;
+	// the CONNACK tells it the value it got. Whole seconds, at least one.
+	// Default DefaultMaxSessionExpiry.
+	MaxSessionExpiry time.Duration
 	// MaxInflight caps the messages in flight to one client (sent, not yet
 	// acknowledged) below its receive maximum. Default DefaultMaxInflight;
 	// at most 65535.
@@ -128,6 +186,8 @@ type Config struct {
 	// unregistered when Run returns, so a broker restarted in the same
 	// process can register them again.
 	Registerer prometheus.Registerer
+
+	window int // tests only: the in-memory window of a group queue; 0: groupWindow
 }
 
 // Stats is a snapshot of what the broker holds.
@@ -184,6 +244,13 @@ func New(cfg Config) (_ *Broker, err error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("validating config: %w", err)
 	}
+	maxGroupQueued := cfg.MaxQueued
+	if maxGroupQueued == 0 {
+		maxGroupQueued = DefaultMaxQueued
+		if cfg.DataDir != "" {
+			maxGroupQueued = DefaultMaxQueuedStored
+		}
+	}
 	cfg.applyDefaults()
 
 	b := &Broker{log: cfg.Logger, met: newMetrics()}
@@ -220,6 +287,9 @@ func New(cfg Config) (_ *Broker, err error) {
 	// clients that expect a short acknowledgement (the Paho interoperability
 	// client: test_retained_message, test_user_properties) fail on it.
 	caps.Compatibilities.NoInheritedPropertiesOnAck = true
+	caps.MaximumPacketSize = cfg.MaxPacketSize
+	caps.MaximumClients = int64(cfg.MaxConnections)
+	caps.MaximumSessionExpiryInterval = uint32(cfg.MaxSessionExpiry / time.Second)
 	b.srv = mqtt.New(&mqtt.Options{
 		Capabilities: caps,
 		Logger:       newSlogLogger(b.log.Named("mochi")),
@@ -235,6 +305,10 @@ func New(cfg Config) (_ *Broker, err error) {
 		b.queues[i] = q.String()
 	}
 	b.disp = newDispatcher(b.srv, b.st, b.log.Named("dispatcher"), b.met, cfg.MaxQueued, cfg.MaxInflight, cfg.Queues)
+	b.disp.maxStoreBytes, b.disp.maxGroupQueued = cfg.MaxStoreBytes, maxGroupQueued
+	if cfg.window > 0 {
+		b.disp.window = cfg.window
+	}
 	acc, err := loadAccess(cfg)
 	if err != nil {
 		return nil, err
@@ -276,6 +350,13 @@ func (c *Config) validate() error {
 		return fmt.Errorf("max inflight %d is outside 0..65535", c.MaxInflight)
 	case c.MaxKeepAlive < 0 || c.MaxKeepAlive > MaxKeepAliveLimit || c.MaxKeepAlive%time.Second != 0:
 		return fmt.Errorf("max keep alive %s is not a whole number of seconds from 1s to %s", c.MaxKeepAlive, MaxKeepAliveLimit)
+	case c.MaxPacketSize != 0 && c.MaxPacketSize < minPacketSize:
+		return fmt.Errorf("max packet size %d is below %d bytes", c.MaxPacketSize, minPacketSize)
+	case c.MaxConnections < 0:
+		return fmt.Errorf("max connections %d is negative", c.MaxConnections)
+	case c.MaxSessionExpiry < 0 || (c.MaxSessionExpiry > 0 && c.MaxSessionExpiry < time.Second) ||
+		c.MaxSessionExpiry/time.Second >= math.MaxUint32:
+		return fmt.Errorf("max session expiry %s is outside 1s..%ds", c.MaxSessionExpiry, uint32(math.MaxUint32-1))
 	case c.TLS != nil && len(c.TLS.Certificates) == 0 && c.TLS.GetCertificate == nil && c.TLS.GetConfigForClient == nil:
 		return errors.New("tls config has no certificate")
 	}
@@ -309,6 +390,18 @@ func (c *Config) applyDefaults() {
 	}
 	if c.MaxQueued == 0 {
 		c.MaxQueued = DefaultMaxQueued
+	}
+	if c.MaxStoreBytes == 0 {
+		c.MaxStoreBytes = DefaultMaxStoreBytes
+	}
+	if c.MaxPacketSize == 0 {
+		c.MaxPacketSize = DefaultMaxPacketSize
+	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = DefaultMaxConnections
+	}
+	if c.MaxSessionExpiry == 0 {
+		c.MaxSessionExpiry = DefaultMaxSessionExpiry
 	}
 	if c.MaxInflight == 0 {
 		c.MaxInflight = DefaultMaxInflight

@@ -62,6 +62,19 @@ type flush struct {
 
 func newFlush() *flush { return &flush{done: make(chan struct{})} }
 
+// isDone reports whether f is written. A nil flush carried nothing.
+func (f *flush) isDone() bool {
+	if f == nil {
+		return true
+	}
+	select {
+	case <-f.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // wait waits until f is written. A nil flush carried nothing and is done.
 func (f *flush) wait() error {
 	if f == nil {
@@ -176,6 +189,11 @@ func (c *committer) enqueue(b *batch) *flush {
 	return c.next
 }
 
+// unmapEvery is how often the writer drops the file's pages from the
+// broker's address space (store.unmap): what a tenth of a second of
+// transactions and refills touches is all the file adds to its RSS.
+const unmapEvery = 100 * time.Millisecond
+
 var closedChan = func() chan struct{} { ch := make(chan struct{}); close(ch); return ch }()
 
 // run writes what gathered, one transaction at a time, until stop.
@@ -186,6 +204,7 @@ func (c *committer) run() {
 		c.callWake.Broadcast()
 		c.mu.Unlock()
 	}()
+	var lastUnmap time.Time
 	for {
 		c.mu.Lock()
 		for len(c.pending) == 0 && !c.closing {
@@ -209,6 +228,11 @@ func (c *committer) run() {
 			c.met.storeCommits.Inc()
 			c.met.storeChanges.Observe(float64(len(ops)))
 			c.met.storeCommitSeconds.Observe(time.Since(start).Seconds())
+		}
+		c.st.measure()
+		if time.Since(lastUnmap) >= unmapEvery {
+			c.st.unmap()
+			lastUnmap = time.Now()
 		}
 		if err != nil {
 			c.st.logError("writing to data dir; publishes waiting on it are refused, and a restart may deliver messages again",

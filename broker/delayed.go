@@ -107,8 +107,13 @@ func (d *dispatcher) delayLocked(msg *message, subs *mqtt.Subscribers, due time.
 	if !d.matches(msg, subs, d.groupFilters(msg.topic, subs)) {
 		return nil, errNoSubscribers
 	}
+	if msg.qos > 0 {
+		if err := d.checkStore(); err != nil {
+			return nil, err
+		}
+	}
 	if len(d.delayed) >= d.maxQueued {
-		return nil, d.refuseFull("delayed", msg.topic, len(d.delayed))
+		return nil, d.refuseFull("delayed", msg.topic, len(d.delayed), d.maxQueued)
 	}
 	d.seq++
 	dm := &delayedMsg{m: newOutMsg(msg), due: due}
@@ -260,11 +265,16 @@ func delayedTopicHasWildcard(topic string) bool {
 // OnPacketEncode announces delayed publish in every CONNACK, as the user
 // property mqttconn.DelayedPublishProperty = "$delayed": nothing in MQTT
 // announces the feature, and mqtt2http uses $delayed only with a broker that
-// does.
+// does. It also announces Config.MaxPacketSize, which mochi does not.
 func (d *dispatcher) OnPacketEncode(_ *mqtt.Client, pk packets.Packet) packets.Packet {
 	if pk.FixedHeader.Type == packets.Connack && pk.ReasonCode < packets.ErrUnspecifiedError.Code {
 		pk.Properties.User = append(slices.Clip(pk.Properties.User),
 			packets.UserProperty{Key: mqttconn.DelayedPublishProperty, Val: strings.TrimSuffix(mqttconn.DelayedPrefix, "/")})
+		// mochi enforces Capabilities.MaximumPacketSize on what it reads
+		// but does not announce it; a client must be told [MQTT-3.2.2-15]
+		// (MQTT 5 section 3.2.2.3.6) so that it does not send what would
+		// cost it its connection.
+		pk.Properties.MaximumPacketSize = d.srv.Options.Capabilities.MaximumPacketSize
 	}
 	return pk
 }

@@ -53,8 +53,12 @@ type dispatcher struct {
 	acc         *access // credentials and access rules; set by New before the server starts
 	log         *zap.Logger
 	met         *metrics
-	maxQueued   int
+	maxQueued   int // a client queue, the delayed messages
 	maxInflight int
+	window      int // messages of a group queue in memory with a data dir (backlog.go)
+
+	maxStoreBytes  int64 // Config.MaxStoreBytes; negative: no bound
+	maxGroupQueued int   // a group queue: on disk with a data dir (Config.MaxQueued)
 
 	mu          sync.Mutex
 	closed      bool
@@ -76,18 +80,21 @@ var _ mqtt.Hook = (*dispatcher)(nil)
 
 func newDispatcher(srv *mqtt.Server, st *store, log *zap.Logger, met *metrics, maxQueued, maxInflight int, queues []Queue) *dispatcher {
 	d := &dispatcher{
-		srv:         srv,
-		st:          st,
-		log:         log,
-		met:         met,
-		maxQueued:   maxQueued,
-		maxInflight: maxInflight,
-		sessions:    map[string]*session{},
-		groups:      map[string]*group{},
-		subscribing: map[*mqtt.Client]pendingSubscribe{},
-		wills:       map[string]*time.Timer{},
-		delayWake:   make(chan struct{}, 1),
-		delayStop:   make(chan struct{}),
+		srv:       srv,
+		st:        st,
+		log:       log,
+		met:       met,
+		maxQueued: maxQueued,
+
+		maxGroupQueued: maxQueued,
+		maxInflight:    maxInflight,
+		window:         groupWindow,
+		sessions:       map[string]*session{},
+		groups:         map[string]*group{},
+		subscribing:    map[*mqtt.Client]pendingSubscribe{},
+		wills:          map[string]*time.Timer{},
+		delayWake:      make(chan struct{}, 1),
+		delayStop:      make(chan struct{}),
 	}
 	for _, q := range queues {
 		g := d.group(q.shared())
@@ -137,15 +144,22 @@ func (d *dispatcher) unstoreClientMsg(b *batch, s *session, m *outMsg) {
 	}
 }
 
+// storeGroupMsg and unstoreGroupMsg keep the group's record count beside
+// its records, in the same transaction, so a restart reads the count
+// instead of counting a backlog (backlog.go).
 func (d *dispatcher) storeGroupMsg(b *batch, g *group, m *outMsg) {
 	if d.st != nil {
 		b.put(outKey(ownerGroup, g.filter, m.seq), m.record(""))
+		g.stored++
+		b.putCount(g.filter, g.stored)
 	}
 }
 
 func (d *dispatcher) unstoreGroupMsg(b *batch, g *group, m *outMsg) {
 	if d.st != nil {
 		b.del(outKey(ownerGroup, g.filter, m.seq))
+		g.stored--
+		b.putCount(g.filter, g.stored)
 	}
 }
 
@@ -182,12 +196,12 @@ func (d *dispatcher) stats() Stats {
 		}
 	}
 	for _, g := range d.groups {
-		st.Queued += g.queue.len()
+		st.Queued += g.len()
 	}
 	st.Delayed = len(d.delayed)
 	st.Queues = make(map[string]int, len(d.declared))
 	for _, g := range d.declared {
-		st.Queues[g.declared.String()] = g.queue.len()
+		st.Queues[g.declared.String()] = g.len()
 	}
 	return st
 }

@@ -22,6 +22,15 @@
 //     window. Queues are bounded by Config.MaxQueued; a publish that would
 //     exceed the bound is refused to its publisher (reason code 0x97),
 //     logged and counted, so the publisher keeps it.
+//   - With a data dir a backlog costs disk, not memory: a group queue keeps
+//     a window of its oldest messages in memory and reads the next ones
+//     from the data dir, in order, as the window drains; a restart reads a
+//     window and a count per group, not the backlog (backlog.go). The data
+//     dir is bounded by Config.MaxStoreBytes: beyond it a QoS 1/2 publish is
+//     refused at once with 0x97, until consumers have drained.
+//   - Clients are bounded too: packet size (announced in CONNACK),
+//     connections, session expiry (Config.MaxPacketSize, MaxConnections,
+//     MaxSessionExpiry).
 //   - Durable queues declared at start (Config.Queues; the lps broker role
 //     declares the LPS's own) are shared subscription groups that exist
 //     before anyone subscribes: they take and keep matching messages, and

@@ -29,14 +29,30 @@ func (d *dispatcher) load() error {
 		s.groups[sub.Filter] = struct{}{}
 	}
 
+	// Group queues first (a window each), so that the group messages in
+	// flight to a member at the crash go back before their place.
+	loads, err := d.st.loadGroups(d.window)
+	if err != nil {
+		return err
+	}
+	for _, gl := range loads {
+		g := d.group(gl.filter)
+		for _, rec := range gl.head {
+			m := msgFromRecord(rec)
+			m.group, m.sent, m.stored = gl.filter, false, false // stored names the client key
+			g.queue.push(m)
+			g.tail = m.seq
+		}
+		g.stored = gl.count
+		g.spilled = max(gl.count-len(gl.head), 0)
+		d.seq = max(d.seq, gl.lastSeq)
+	}
+
 	var b batch
 	err = d.st.loadOutbound(func(kind byte, owner string, rec outRecord) error {
 		m := msgFromRecord(rec)
 		d.seq = max(d.seq, m.seq)
 		switch kind {
-		case ownerGroup:
-			m.group, m.sent, m.stored = owner, false, false // stored names the client key
-			d.group(owner).queue.push(m)
 		case ownerDelayed:
 			d.loadDelayed(m, rec.Due)
 		case ownerClient:
@@ -64,7 +80,9 @@ func (d *dispatcher) load() error {
 	if err != nil {
 		return err
 	}
-	return d.st.enqueue(&b).wait()
+	err = d.st.enqueue(&b).wait()
+	d.st.unmap() // what the load read
+	return err
 }
 
 // OnStarted completes the restore from the data dir and starts publishing

@@ -117,11 +117,42 @@ func TestDeclaredQueueKeepsMessagesBeforeAnySubscriber(t *testing.T) {
 				t.Fatalf("QueueDepth %d, Stats.Queues %v; want %d in %s", got, st.Queues, n, legacyQueue)
 			}
 
+			// The members acknowledge nothing until both have subscribed:
+			// else the first could work through the whole queue before the
+			// second's subscription is stored, and round robin would not be
+			// seen.
 			cols := []*collector{newCollector(), newCollector()}
+			gate := make(chan struct{})
 			for i, col := range cols {
-				c := mustDial(t, b.Addr().String(), consumer(fmt.Sprintf("legacy-proxy-2-%d", i+1), 10, col, 0))
+				o := consumer(fmt.Sprintf("legacy-proxy-2-%d", i+1), 10, col, 0)
+				// Acknowledged in order of receipt, by one goroutine, once
+				// the gate opens; paho's reader is never blocked.
+				acks := make(chan func(), 4*n) // room for resends too
+				done := make(chan struct{})
+				t.Cleanup(func() { close(done) })
+				go func() {
+					select {
+					case <-gate:
+					case <-done:
+						return
+					}
+					for {
+						select {
+						case ack := <-acks:
+							ack()
+						case <-done:
+							return
+						}
+					}
+				}()
+				o.onPublish = func(c *paho.Client, p *paho.Publish) {
+					col.add(string(p.Payload))
+					acks <- func() { _ = c.Ack(p) }
+				}
+				c := mustDial(t, b.Addr().String(), o)
 				subscribe(t, c, sharedFilter)
 			}
+			close(gate)
 			total := func() int { return cols[0].distinct() + cols[1].distinct() }
 			testutil.Eventually(t, testTimeout, func() error {
 				if !(total() == n && b.QueueDepth() == 0) {

@@ -95,6 +95,11 @@ func (d *dispatcher) routeLocked(msg *message, subs *mqtt.Subscribers, pre *batc
 	if !d.matches(msg, subs, filters) {
 		return nil, errNoSubscribers
 	}
+	if msg.qos > 0 {
+		if err := d.checkStore(); err != nil {
+			return nil, err
+		}
+	}
 
 	type target struct {
 		s *session
@@ -139,7 +144,7 @@ func (d *dispatcher) routeLocked(msg *message, subs *mqtt.Subscribers, pre *batc
 			continue
 		}
 		if s.queue.len() >= d.maxQueued {
-			return nil, d.refuseFull("client", id, s.queue.len())
+			return nil, d.refuseFull("client", id, s.queue.len(), d.maxQueued)
 		}
 		targets = append(targets, target{s: s, m: out})
 	}
@@ -157,8 +162,8 @@ func (d *dispatcher) routeLocked(msg *message, subs *mqtt.Subscribers, pre *batc
 			}
 			continue
 		}
-		if g.queue.len() >= d.maxQueued {
-			return nil, d.refuseFull("group", f, g.queue.len())
+		if g.len() >= d.maxGroupQueued {
+			return nil, d.refuseFull("group", f, g.len(), d.maxGroupQueued)
 		}
 		out := newOutMsg(msg)
 		out.group = f
@@ -188,7 +193,7 @@ func (d *dispatcher) routeLocked(msg *message, subs *mqtt.Subscribers, pre *batc
 	var fb batch
 	for _, t := range targets {
 		if t.g != nil {
-			t.g.queue.push(t.m)
+			d.enqueue(t.g, t.m, f)
 			d.dispatchGroup(t.g, &fb)
 		} else {
 			t.s.queue.push(t.m)
@@ -204,11 +209,30 @@ func (d *dispatcher) routeLocked(msg *message, subs *mqtt.Subscribers, pre *batc
 
 // refuseFull logs and counts a publish refused because a queue is at
 // Config.MaxQueued; the publisher gets "quota exceeded" and keeps the message.
-func (d *dispatcher) refuseFull(kind, owner string, n int) error {
+func (d *dispatcher) refuseFull(kind, owner string, n, bound int) error {
 	d.log.Error("refusing publish: subscriber queue full",
-		zap.String(kind, owner), zap.Int("queued", n), zap.Int("max_queued", d.maxQueued))
+		zap.String(kind, owner), zap.Int("queued", n), zap.Int("max_queued", bound))
 	d.met.refused.WithLabelValues("queue_full").Inc()
 	return packets.ErrQuotaExceeded
+}
+
+// checkStore refuses a QoS 1/2 message when the data dir is at
+// Config.MaxStoreBytes: at once, with 0x97, so that the publisher (http2mqtt
+// answers 503) keeps it, instead of the write failing later when the disk
+// is full. The file's use is measured after each transaction, so the bound
+// may be passed by what one transaction carries.
+func (d *dispatcher) checkStore() error {
+	if d.st == nil || d.maxStoreBytes < 0 {
+		return nil
+	}
+	if used := d.st.usedBytes(); used >= d.maxStoreBytes {
+		if ce := d.log.Check(zap.WarnLevel, "refusing publish: data dir full"); ce != nil {
+			ce.Write(zap.Int64("used_bytes", used), zap.Int64("max_store_bytes", d.maxStoreBytes))
+		}
+		d.met.refused.WithLabelValues("store_full").Inc()
+		return packets.ErrQuotaExceeded
+	}
+	return nil
 }
 
 // group is a shared subscription: one filter, several members, one queue.
@@ -220,7 +244,13 @@ type group struct {
 	members  map[string]packets.Subscription
 	order    []string // members sorted, for round robin; nil when stale
 	next     int      // round robin cursor into order
-	queue    fifo
+	queue    fifo     // the window: oldest messages, in memory (backlog.go)
+
+	// With a data dir (backlog.go):
+	stored     int    // records of the group in the data dir (window and spilled)
+	spilled    int    // messages in the data dir only, all newer than the window's
+	tail       uint64 // highest sequence number that entered the window
+	spillFlush *flush // carries the newest spilled message
 }
 
 func (d *dispatcher) group(filter string) *group {
@@ -235,7 +265,7 @@ func (d *dispatcher) group(filter string) *group {
 // forgetGroup drops a group nobody belongs to and nothing waits in, unless
 // it is a declared queue.
 func (d *dispatcher) forgetGroup(g *group) {
-	if g.declared == nil && len(g.members) == 0 && g.queue.len() == 0 {
+	if g.declared == nil && len(g.members) == 0 && g.len() == 0 {
 		delete(d.groups, g.filter)
 	}
 }
@@ -244,7 +274,7 @@ func (d *dispatcher) forgetGroup(g *group) {
 // quota, in round robin order.
 func (d *dispatcher) dispatchGroup(g *group, b *batch) {
 	for range len(g.members) {
-		if g.queue.len() == 0 {
+		if g.len() == 0 {
 			return
 		}
 		s := d.pickMember(g, true)
@@ -305,7 +335,7 @@ func (d *dispatcher) next(s *session) (*outMsg, *group) {
 		if g == nil {
 			continue
 		}
-		if m := g.queue.peek(); m != nil && (best == nil || m.seq < best.seq) {
+		if m := d.head(g); m != nil && (best == nil || m.seq < best.seq) {
 			best, from = m, g
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -30,6 +31,7 @@ var (
 	bucketInbound  = []byte("inbound")  // client id NUL packet id → storage.Message (inbound QoS 2 awaiting PUBREL)
 	bucketRetained = []byte("retained") // topic → storage.Message
 	bucketOutbound = []byte("outbound") // ('c'|'g'|'d') NUL owner NUL seq → outRecord (messages owed to subscribers, delayed messages)
+	bucketCounts   = []byte("counts")   // group filter → records of the group in bucketOutbound (uint64), so a restart need not count them
 )
 
 // errStoreClosed is returned by store operations after the store was closed.
@@ -63,6 +65,8 @@ type store struct {
 	mu sync.RWMutex // guards db against use after Close
 	db *bolt.DB
 
+	used atomic.Int64 // bytes of the file in pages in use (not free), after the last transaction
+
 	commits committer // the group commit (commit.go): every write goes through it
 }
 
@@ -90,7 +94,7 @@ func openStore(dir string, noSync bool, log *zap.Logger, met *metrics) (*store, 
 		return nil, err
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketClients, bucketSubs, bucketInbound, bucketRetained, bucketOutbound} {
+		for _, b := range [][]byte{bucketClients, bucketSubs, bucketInbound, bucketRetained, bucketOutbound, bucketCounts} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -102,6 +106,8 @@ func openStore(dir string, noSync bool, log *zap.Logger, met *metrics) (*store, 
 		return nil, fmt.Errorf("preparing %s: %w", path, err)
 	}
 	st := &store{log: log, db: db}
+	st.measure()
+	st.unmap()
 	st.commits.start(st, met)
 	return st, nil
 }
@@ -144,7 +150,14 @@ func (st *store) close(graceful bool) error {
 	}
 	var err error
 	if graceful {
-		err = st.db.Sync()
+		// One last transaction that writes the free page list, which the
+		// broker otherwise leaves out (NoFreelistSync): the next open then
+		// reads it instead of walking every page of the file to rebuild it,
+		// which would map a whole backlog into memory at start. After a
+		// crash the walk happens once (unmap drops the pages after it).
+		st.db.NoFreelistSync = false
+		err = st.db.Update(func(*bolt.Tx) error { return nil })
+		err = errors.Join(err, st.db.Sync())
 	}
 	err = errors.Join(err, st.db.Close())
 	st.db = nil
@@ -551,6 +564,10 @@ func (b *batch) delPrefix(bucket, prefix []byte) {
 // apply applies ops in one transaction, in order.
 func (st *store) apply(ops []op) error {
 	return st.update(func(tx *bolt.Tx) error {
+		// Outbound keys mostly arrive in order (an owner's sequence
+		// numbers grow): pages filled to bbolt's default of a half would
+		// double the file a backlog takes.
+		tx.Bucket(bucketOutbound).FillPercent = 0.9
 		for _, o := range ops {
 			bk := tx.Bucket(o.bucket)
 			var err error
@@ -573,19 +590,161 @@ func (st *store) apply(ops []op) error {
 	})
 }
 
-// loadOutbound calls fn for every outbound record, in key order (so each
-// owner's records arrive in sequence order).
+// loadOutbound calls fn for every outbound record of clients and delayed
+// messages, in key order (so each owner's records arrive in sequence
+// order). Group queues are read with loadGroups, a window at a time.
 func (st *store) loadOutbound(fn func(kind byte, owner string, rec outRecord) error) error {
-	return st.each(bucketOutbound, func(k, v []byte) error {
-		kind, owner, seq, ok := parseOutKey(k)
-		if !ok {
-			return fmt.Errorf("malformed outbound key %q", k)
+	return st.view(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketOutbound).Cursor()
+		for _, kind := range []byte{ownerClient, ownerDelayed} {
+			prefix := []byte{kind, 0}
+			for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+				rec, err := decodeOutRecord(k, v)
+				if err != nil {
+					return err
+				}
+				_, owner, _, _ := parseOutKey(k)
+				if err := fn(kind, owner, rec); err != nil {
+					return err
+				}
+			}
 		}
-		var rec outRecord
-		if err := json.Unmarshal(v, &rec); err != nil {
-			return fmt.Errorf("decoding outbound %q: %w", k, err)
-		}
-		rec.Seq = seq
-		return fn(kind, owner, rec)
+		return nil
 	})
+}
+
+// measure updates st.used from the file's size and its free pages, as of
+// the last transaction (bbolt updates its free page counts as a write
+// transaction closes).
+func (st *store) measure() {
+	_ = st.view(func(tx *bolt.Tx) error {
+		s := tx.DB().Stats()
+		free := int64(s.FreePageN+s.PendingPageN) * int64(tx.DB().Info().PageSize)
+		st.used.Store(max(tx.Size()-free, 0))
+		return nil
+	})
+}
+
+// usedBytes returns the bytes of the data dir's file in use, as of the last
+// transaction: what Config.MaxStoreBytes bounds. Freed pages are reused
+// before the file grows, so the file is as large as the most this ever was.
+func (st *store) usedBytes() int64 { return st.used.Load() }
+
+// unmap drops the file's pages from the broker's address space. bbolt reads
+// through a shared mapping of the file, so every page a transaction or a
+// refill touches stays counted in the process's resident memory (RssFile)
+// although the kernel holds it in the page cache anyway; a backlog worked
+// through would make the broker's RSS as large as the file. Dropping the
+// mapping of the pages costs a page fault at the next touch, nothing else.
+// It runs inside a read transaction, which keeps bbolt from remapping the
+// file meanwhile.
+func (st *store) unmap() {
+	_ = st.view(func(tx *bolt.Tx) error {
+		dropMapping(tx.DB().Info().Data, tx.Size())
+		return nil
+	})
+}
+
+// groupRecords reads up to n records of group filter with sequence numbers
+// above after, in order.
+func (st *store) groupRecords(filter string, after uint64, n int) ([]outRecord, error) {
+	var out []outRecord
+	prefix := outKey(ownerGroup, filter, 0)
+	prefix = prefix[:len(prefix)-8]
+	err := st.view(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketOutbound).Cursor()
+		for k, v := c.Seek(outKey(ownerGroup, filter, after+1)); k != nil && bytes.HasPrefix(k, prefix) && len(out) < n; k, v = c.Next() {
+			rec, err := decodeOutRecord(k, v)
+			if err != nil {
+				return err
+			}
+			out = append(out, rec)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// groupLoad is what a restart reads of a group queue: its first records
+// (the window), how many it holds and its highest sequence number.
+type groupLoad struct {
+	filter  string
+	head    []outRecord
+	count   int
+	lastSeq uint64
+}
+
+// loadGroups reads, for every group with records, its first n records, its
+// count (from bucketCounts; counted by walking its keys in a file written
+// before that bucket existed) and its last sequence number, without reading
+// the rest: a backlog stays on disk.
+func (st *store) loadGroups(n int) ([]groupLoad, error) {
+	var out []groupLoad
+	err := st.view(func(tx *bolt.Tx) error {
+		counts := tx.Bucket(bucketCounts)
+		c := tx.Bucket(bucketOutbound).Cursor()
+		k, _ := c.Seek([]byte{ownerGroup, 0})
+		for k != nil && k[0] == ownerGroup {
+			_, owner, _, ok := parseOutKey(k)
+			if !ok {
+				return fmt.Errorf("malformed outbound key %q", k)
+			}
+			gl := groupLoad{filter: owner}
+			prefix := outKey(ownerGroup, owner, 0)
+			prefix = prefix[:len(prefix)-8]
+			for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(gl.head) < n; k, v = c.Next() {
+				rec, err := decodeOutRecord(k, v)
+				if err != nil {
+					return err
+				}
+				gl.head = append(gl.head, rec)
+			}
+			if v := counts.Get([]byte(owner)); len(v) == 8 {
+				gl.count = int(binary.BigEndian.Uint64(v))
+			} else {
+				gl.count = 0
+				for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+					gl.count++
+				}
+			}
+			// Past the group's last key, then back to it.
+			end := append(append([]byte(nil), prefix...), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff)
+			k, _ = c.Seek(end)
+			var last []byte
+			if k == nil {
+				last, _ = c.Last()
+			} else {
+				last, _ = c.Prev()
+			}
+			if _, _, seq, ok := parseOutKey(last); ok {
+				gl.lastSeq = seq
+			}
+			out = append(out, gl)
+			k, _ = c.Seek(end)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// putCount records in b how many records group filter has.
+func (b *batch) putCount(filter string, n int) {
+	if n <= 0 {
+		b.delIn(bucketCounts, []byte(filter))
+		return
+	}
+	b.ops = append(b.ops, op{bucket: bucketCounts, key: []byte(filter), val: binary.BigEndian.AppendUint64(nil, uint64(n))})
+}
+
+func decodeOutRecord(k, v []byte) (outRecord, error) {
+	_, _, seq, ok := parseOutKey(k)
+	if !ok {
+		return outRecord{}, fmt.Errorf("malformed outbound key %q", k)
+	}
+	var rec outRecord
+	if err := json.Unmarshal(v, &rec); err != nil {
+		return outRecord{}, fmt.Errorf("decoding outbound %q: %w", k, err)
+	}
+	rec.Seq = seq
+	return rec, nil
 }

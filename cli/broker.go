@@ -46,6 +46,11 @@ func (a *app) newBrokerCmd() *cobra.Command {
 	fs.IntVar(&cfg.MaxInflight, "max-inflight", 0, "messages in flight to one client at most (0: the broker's default)")
 	fs.DurationVar(&cfg.MaxKeepAlive, "max-keep-alive", broker.DefaultMaxKeepAlive,
 		"longest keep alive an MQTT 5 client may use: one asking for more or none is told this one (Server Keep Alive); whole seconds")
+	fs.Int64Var(&cfg.MaxStoreBytes, "max-store-bytes", broker.DefaultMaxStoreBytes,
+		"with --data-dir: bytes of the data dir in use at most; beyond, QoS 1/2 publishes are refused with 0x97 (http2mqtt answers 503) until consumers drain; -1: no bound")
+	fs.Uint32Var(&cfg.MaxPacketSize, "max-packet-size", broker.DefaultMaxPacketSize, "largest MQTT packet a client may send, in bytes (announced in CONNACK)")
+	fs.IntVar(&cfg.MaxConnections, "max-connections", broker.DefaultMaxConnections, "clients connected at once at most; one more gets CONNACK 0x89 server busy")
+	fs.DurationVar(&cfg.MaxSessionExpiry, "max-session-expiry", broker.DefaultMaxSessionExpiry, "cap on the session expiry interval clients ask for (whole seconds)")
 	// A string slice, not an array: it is repeatable and also splits at commas, so that
 	// LPS_QUEUE=a:x,b:y declares two queues (the environment sets a flag with one value). A
 	// filter with a comma in it is written in CSV quotes: --queue '"g:a,b"'.

@@ -22,6 +22,7 @@ import (
 	"github.com/lpsdev/lps/mqttconn/mqtttest"
 	"github.com/lpsdev/lps/roles"
 	"github.com/lpsdev/lps/roles/http2mqtt"
+	"github.com/lpsdev/lps/roles/mqttbroker"
 )
 
 // fastMQTT reconnects quickly, for tests that stop and start the broker.
@@ -452,4 +453,44 @@ func TestAlarmsBeforeAnyConsumer(t *testing.T) {
 	if len(got) != n {
 		t.Errorf("%d messages delivered, want %d", len(got), n)
 	}
+}
+
+// TestStoreFullIs503: the shipped broker with its data dir at --max-store-bytes refuses a
+// publish with 0x97 "quota exceeded" at once; the bridge answers 503 (try later), counted as
+// refused, never 200. Once a consumer has drained the queue, alarms are accepted again.
+func TestStoreFullIs503(t *testing.T) {
+	broker := mqtttest.StartEmbeddedWith(t, func(c *mqttbroker.Config) { c.MaxStoreBytes = 256 << 10 })
+	b := startBridge(t, broker.URL, nil)
+	b.awaitReady(t)
+	body := strings.Repeat("x", 2000)
+	accepted := 0
+	var full answer
+	for ; ; accepted++ {
+		if accepted == 1000 {
+			t.Fatal("1,000 alarms of 2 kB accepted with --max-store-bytes 256 KiB")
+		}
+		a := postAlarm(t, b, fmt.Sprint(accepted), body, fmt.Sprintf("req-%04d", accepted))
+		if a.status != http.StatusOK {
+			full = a
+			break
+		}
+	}
+	if accepted == 0 {
+		t.Fatal("the first alarm was refused")
+	}
+	wantJSONError(t, full, http.StatusServiceUnavailable, "quota exceeded")
+	if n := testutil.Metric(t, b.reg, "lps_mqtt_publishes_total", map[string]string{"result": "refused"}); n != 1 {
+		t.Errorf("publishes refused = %v, want 1", n)
+	}
+
+	consumer := mqtttest.Subscribe(t, broker.URL, "$share/legacy_proxy/+/message")
+	if got := consumer.Wait(t, accepted, 30*time.Second); len(got) != accepted {
+		t.Fatalf("consumer got %d, want the %d accepted", len(got), accepted)
+	}
+	testutil.Eventually(t, 30*time.Second, func() error {
+		if a := postAlarm(t, b, "after", "x", "req-after"); a.status != http.StatusOK {
+			return fmt.Errorf("alarm after the drain: %d %s", a.status, a.body)
+		}
+		return nil
+	})
 }

@@ -62,6 +62,12 @@ type Config struct {
 	// MaxKeepAlive caps the keep alive of MQTT 5 clients: see broker.Config; zero means its
 	// default.
 	MaxKeepAlive time.Duration
+	// MaxStoreBytes, MaxPacketSize, MaxConnections and MaxSessionExpiry: see broker.Config;
+	// zero means its defaults (MaxStoreBytes negative: no bound).
+	MaxStoreBytes    int64
+	MaxPacketSize    uint32
+	MaxConnections   int
+	MaxSessionExpiry time.Duration
 	// Queues are the durable queues declared at start (broker.Config.Queues). nil means
 	// DefaultQueues(); a non-nil empty slice declares none.
 	Queues []broker.Queue
@@ -90,6 +96,12 @@ func (cfg Config) Validate() error {
 		return config.Invalid("MaxInflight", cfg.MaxInflight, "must be between 0 (the default) and 65535")
 	case cfg.MaxKeepAlive < 0 || cfg.MaxKeepAlive > broker.MaxKeepAliveLimit || cfg.MaxKeepAlive%time.Second != 0:
 		return config.Invalid("MaxKeepAlive", cfg.MaxKeepAlive, "must be whole seconds up to %s (0: the default)", broker.MaxKeepAliveLimit)
+	case cfg.MaxPacketSize != 0 && cfg.MaxPacketSize < 1024:
+		return config.Invalid("MaxPacketSize", cfg.MaxPacketSize, "must be 0 (the default) or at least 1024 bytes")
+	case cfg.MaxConnections < 0:
+		return config.Invalid("MaxConnections", cfg.MaxConnections, "must not be negative (0: the default)")
+	case cfg.MaxSessionExpiry < 0 || (cfg.MaxSessionExpiry > 0 && cfg.MaxSessionExpiry < time.Second):
+		return config.Invalid("MaxSessionExpiry", cfg.MaxSessionExpiry, "must be 0 (the default) or at least 1s")
 	case (cfg.Username == "") != (cfg.Password == ""):
 		return config.Invalid("Password", "", "a user name and a password go together")
 	}
@@ -144,6 +156,8 @@ func New(cfg Config) (_ *Broker, err error) {
 		Username: cfg.Username, Password: cfg.Password, TLS: tlsCfg,
 		PasswordFile: cfg.PasswordFile, ACLFile: cfg.ACLFile,
 		MaxQueued: cfg.MaxQueued, MaxInflight: cfg.MaxInflight, MaxKeepAlive: cfg.MaxKeepAlive, Queues: cfg.Queues,
+		MaxStoreBytes: cfg.MaxStoreBytes, MaxPacketSize: cfg.MaxPacketSize,
+		MaxConnections: cfg.MaxConnections, MaxSessionExpiry: cfg.MaxSessionExpiry,
 		Logger: cfg.Admin.Logger, Registerer: cfg.Admin.Registry,
 	})
 	if err != nil {
