@@ -34,7 +34,7 @@ func (a *app) newBrokerCmd() *cobra.Command {
 	fs.StringVar(&cfg.Password, "password", "", "require this password from every client")
 	fs.StringVar(&cfg.TLSCertFile, "tls-cert", "", "serve MQTT over TLS with this certificate (PEM)")
 	fs.StringVar(&cfg.TLSKeyFile, "tls-key", "", "key of --tls-cert (PEM)")
-	fs.IntVar(&cfg.MaxQueued, "max-queued", 0, "bound of each client's or group's queue (0: the broker's default)")
+	fs.IntVar(&cfg.MaxQueued, "max-queued", 0, "bound of each client's or group's queue (0: the broker's default, 1,000,000; 10,000,000 for a group queue with --data-dir, which waits on disk)")
 	fs.IntVar(&cfg.MaxInflight, "max-inflight", 0, "messages in flight to one client at most (0: the broker's default)")
 	fs.Int64Var(&cfg.MaxStoreBytes, "max-store-bytes", broker.DefaultMaxStoreBytes,
 		"with --data-dir: bytes of the data dir in use at most; beyond, QoS 1/2 publishes are refused with 0x97 (http2mqtt answers 503) until consumers drain; -1: no bound")
