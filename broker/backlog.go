@@ -22,6 +22,14 @@ import "go.uber.org/zap"
 // them, so a read never skips one. Reading waits for the flush carrying the
 // last spilled message only when the window is empty.
 //
+// bbolt reads through a mapping of its file, whose touched pages count in
+// the process's RSS: the committer drops them every unmapEvery
+// (store.unmap), and a graceful close writes the free page list so that
+// the next open need not walk the file. After a crash (kill -9) the open
+// does walk it, once: for those seconds the RSS grows by up to the file's
+// size (clean page-cache pages, dropped right after the load), e.g. 116 MiB
+// instead of 25 MiB with 200,000 alarms queued.
+//
 // Client queues (plain subscriptions of a session) stay in memory: the LPS
 // queues its backlog in groups (its declared queues), and a client queue is
 // bounded by Config.MaxQueued.

@@ -202,6 +202,9 @@ func TestMaxStoreBytes(t *testing.T) {
 	if n := promtest.ToFloat64(b.met.refused.WithLabelValues("store_full")); n != 2 {
 		t.Errorf("refused store_full = %v, want 2", n)
 	}
+	if used := promtest.ToFloat64(b.met.storeUsedBytes); used < 256<<10 {
+		t.Errorf("lps_broker_store_used_bytes = %v with the store full, want at least 256 KiB", used)
+	}
 	if d := b.QueueDepth(); d != accepted {
 		t.Fatalf("QueueDepth %d, want the %d accepted", d, accepted)
 	}

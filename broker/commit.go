@@ -87,6 +87,9 @@ func (f *flush) wait() error {
 // start starts the writer.
 func (c *committer) start(st *store, met *metrics) {
 	c.st, c.met = st, met
+	if met != nil {
+		met.storeUsedBytes.Set(float64(st.usedBytes()))
+	}
 	c.wake = sync.NewCond(&c.mu)
 	c.callWake = sync.NewCond(&c.mu)
 	c.next = newFlush()
@@ -230,6 +233,9 @@ func (c *committer) run() {
 			c.met.storeCommitSeconds.Observe(time.Since(start).Seconds())
 		}
 		c.st.measure()
+		if c.met != nil {
+			c.met.storeUsedBytes.Set(float64(c.st.usedBytes()))
+		}
 		if time.Since(lastUnmap) >= unmapEvery {
 			c.st.unmap()
 			lastUnmap = time.Now()

@@ -36,6 +36,7 @@ type metrics struct {
 	storeCommits       prometheus.Counter
 	storeChanges       prometheus.Histogram
 	storeCommitSeconds prometheus.Histogram
+	storeUsedBytes     prometheus.Gauge
 
 	reg        prometheus.Registerer
 	registered []prometheus.Collector
@@ -72,6 +73,10 @@ func newMetrics() *metrics {
 			Name:    "lps_broker_store_commit_changes",
 			Help:    "Changes gathered into one transaction of the data dir (group commit).",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 12),
+		}),
+		storeUsedBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "lps_broker_store_used_bytes",
+			Help: "Bytes of the data dir's file in use (not free pages), which --max-store-bytes bounds.",
 		}),
 		storeCommitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "lps_broker_store_commit_seconds",
@@ -114,7 +119,7 @@ func (m *metrics) register(reg prometheus.Registerer, srv *mqtt.Server, stats fu
 	}
 	cs := []prometheus.Collector{
 		m.sent, m.acknowledged, m.dropped, m.refused, m.sharedDeliveries,
-		m.storeCommits, m.storeChanges, m.storeCommitSeconds,
+		m.storeCommits, m.storeChanges, m.storeCommitSeconds, m.storeUsedBytes,
 		gauge("lps_broker_clients_connected", "Clients connected.",
 			func(s Stats) int { return s.ClientsConnected }),
 		gauge("lps_broker_sessions", "Sessions held, connected or not.",

@@ -42,7 +42,7 @@ func (a *app) newBrokerCmd() *cobra.Command {
 	fs.StringVar(&cfg.ACLFile, "acl", "", "access rules in Mosquitto's acl_file format (user, topic, pattern lines): what each user may publish and subscribe to; the rest is refused")
 	fs.StringVar(&cfg.TLSCertFile, "tls-cert", "", "serve MQTT over TLS with this certificate (PEM)")
 	fs.StringVar(&cfg.TLSKeyFile, "tls-key", "", "key of --tls-cert (PEM)")
-	fs.IntVar(&cfg.MaxQueued, "max-queued", 0, "bound of each client's or group's queue (0: the broker's default)")
+	fs.IntVar(&cfg.MaxQueued, "max-queued", 0, "bound of each client's or group's queue (0: the broker's default, 1,000,000; 10,000,000 for a group queue with --data-dir, which waits on disk)")
 	fs.IntVar(&cfg.MaxInflight, "max-inflight", 0, "messages in flight to one client at most (0: the broker's default)")
 	fs.DurationVar(&cfg.MaxKeepAlive, "max-keep-alive", broker.DefaultMaxKeepAlive,
 		"longest keep alive an MQTT 5 client may use: one asking for more or none is told this one (Server Keep Alive); whole seconds")
