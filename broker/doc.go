@@ -66,6 +66,14 @@
 //     publish and subscribe to; a refused subscription gets 0x87 (0x80 for a
 //     deny rule), a refused publish 0x87, neither stored nor routed.
 //
+// The broker passes the Eclipse Paho MQTT 5 interoperability suite
+// (e2e/paho_test.go runs it against lps broker). What that took beyond
+// mochi: MQTT 5 clients' keep alive is capped at Config.MaxKeepAlive and
+// announced as Server Keep Alive (keepalive.go); clients that allow topic
+// aliases get them (outAliases, send.go); a connection the broker closes
+// lingers, so that its DISCONNECT reaches a client still sending
+// (linger.go).
+//
 // A Broker is a value with Run(ctx), as every LPS role: New builds it on a
 // listener the caller made, Run serves until ctx ends. Ready, Addr, Stats
 // and QueueDepth report on it; QueueDepth (queued, in flight and delayed
