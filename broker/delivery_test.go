@@ -206,7 +206,7 @@ func TestMaxQueuedRefusesPublish(t *testing.T) {
 			mustDial(t, b.Addr().String(), opts)
 			testutil.Eventually(t, testTimeout, func() error {
 				if !(col.distinct() == maxQueued && b.QueueDepth() == 0) {
-					return fmt.Errorf("waiting for the %d accepted messages delivered (have %d)", maxQueued, col.distinct())
+					return fmt.Errorf("waiting for the %d accepted messages delivered (have %d; broker %+v)", maxQueued, col.distinct(), b.Stats())
 				}
 				return nil
 			})
