@@ -32,11 +32,6 @@ func TestSharedSubscriptionRoundRobin(t *testing.T) {
 			for i := range cols {
 				cols[i] = newCollector()
 				opts := consumer(fmt.Sprintf("legacy-proxy-2-%d", i+1), rm, cols[i], time.Millisecond)
-				// paho acknowledges as the handler returns from its work. With
-				// manual acks paho sends them on a 1 ms ticker, whose random
-				// phase adds client-side jitter that says nothing about the
-				// broker's fairness.
-				opts.manualAck = false
 				c := mustDial(t, b.Addr().String(), opts)
 				subscribe(t, c, sharedFilter)
 			}

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"net/url"
@@ -49,10 +50,6 @@ const (
 	// DefaultPacketTimeout bounds how long paho waits for an acknowledgement (PUBCOMP, SUBACK)
 	// when the caller's context has no earlier deadline.
 	DefaultPacketTimeout = 30 * time.Second
-	// DefaultAckInterval is how often paho sends the acknowledgements released by Ack. paho's own
-	// default of 50 ms would cap a consumer with receive maximum 1 at about 20 messages a second,
-	// since the broker sends the next message only once the previous one is acknowledged.
-	DefaultAckInterval = 2 * time.Millisecond
 	// disconnectTimeout bounds the clean DISCONNECT at the end of Run.
 	disconnectTimeout = 5 * time.Second
 )
@@ -74,9 +71,6 @@ type Options struct {
 	ReconnectBase, ReconnectMax time.Duration
 	// PacketTimeout: zero means DefaultPacketTimeout.
 	PacketTimeout time.Duration
-	// AckInterval is how often manual acknowledgements are flushed; zero means
-	// DefaultAckInterval.
-	AckInterval time.Duration
 	// TLSConfig is used for mqtts/ssl/tls URLs; nil means the system roots and TLS 1.2 or newer.
 	// ServerName defaults to the broker's host name.
 	TLSConfig *tls.Config
@@ -94,8 +88,7 @@ func (o Options) validate() error {
 		field string
 		v     time.Duration
 	}{{"KeepAlive", o.KeepAlive}, {"SessionExpiry", o.SessionExpiry}, {"ConnectTimeout", o.ConnectTimeout},
-		{"ReconnectBase", o.ReconnectBase}, {"ReconnectMax", o.ReconnectMax}, {"PacketTimeout", o.PacketTimeout},
-		{"AckInterval", o.AckInterval}} {
+		{"ReconnectBase", o.ReconnectBase}, {"ReconnectMax", o.ReconnectMax}, {"PacketTimeout", o.PacketTimeout}} {
 		if d.v < 0 {
 			return config.Invalid(d.field, d.v, "must not be negative (0: the default)")
 		}
@@ -124,9 +117,6 @@ func (o *Options) defaults() {
 	}
 	if o.PacketTimeout == 0 {
 		o.PacketTimeout = DefaultPacketTimeout
-	}
-	if o.AckInterval == 0 {
-		o.AckInterval = DefaultAckInterval
 	}
 	if o.DialContext == nil {
 		o.DialContext = (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext
@@ -224,7 +214,8 @@ func New(cfg Config) (*Conn, error) {
 		return nil, err
 	}
 	inner.SetErrorLogger(pahoLogger{c.log.Named("session"), zapcore.WarnLevel})
-	c.session = &trackingSession{SessionManager: inner, onAck: c.ackSentFor, notes: map[uint16]*pubrecNote{}}
+	c.session = &trackingSession{SessionManager: inner, onAck: c.ackSentFor, notes: map[uint16]*pubrecNote{}, manual: cfg.ManualAck}
+	c.session.acks.send = c.session.sendAck
 	c.m = newConnMetrics(cfg.Registerer)
 	c.acfg = c.clientConfig()
 	return c, nil
@@ -267,13 +258,17 @@ func (c *Conn) clientConfig() autopaho.ClientConfig {
 			Session:       c.session,
 			PacketTimeout: o.PacketTimeout,
 			OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+				if c.cfg.ManualAck && pr.Packet.QoS > 0 {
+					c.session.acks.received(pr.Client, pr.Packet.Packet())
+				}
 				if onPublish != nil {
 					onPublish(pr)
 				}
 				return true, nil
 			}},
-			EnableManualAcknowledgment: c.cfg.ManualAck,
-			SendAcksInterval:           o.AckInterval,
+			// paho acknowledges each message once the handlers above return; with ManualAck the
+			// session holds that back and ackOrder sends it when Ack is called (see ackOrder for
+			// why paho's own manual acknowledgement is not used).
 			OnServerDisconnect: func(d *paho.Disconnect) {
 				reason := ""
 				if d.Properties != nil {
@@ -588,8 +583,8 @@ func (c *Conn) Publish(ctx context.Context, p *paho.Publish) (*paho.PublishRespo
 	return resp, nil
 }
 
-// Ack acknowledges a message received with ManualAck. paho sends it once every earlier
-// message of the connection is acknowledged too. It returns an error wrapping
+// Ack acknowledges a message received with ManualAck. It is sent once every earlier message
+// of the connection is acknowledged too. It returns an error wrapping
 // ErrConnectionLost when the message's connection is gone: the broker will redeliver it.
 func (c *Conn) Ack(pr paho.PublishReceived) error {
 	if pr.Packet.QoS == 0 {
@@ -600,7 +595,7 @@ func (c *Conn) Ack(pr paho.PublishReceived) error {
 	c.mu.Lock()
 	c.pending[id] = pr.Client
 	c.mu.Unlock()
-	if err := pr.Client.Ack(pr.Packet); err != nil {
+	if err := c.session.acks.ack(pr.Client, id); err != nil {
 		c.mu.Lock()
 		if c.pending[id] == pr.Client {
 			delete(c.pending, id)
@@ -664,7 +659,9 @@ func (c *Conn) WaitAcks(ctx context.Context) error {
 // the PUBREC's reason code there.
 type trackingSession struct {
 	session.SessionManager
-	onAck func(packetID uint16)
+	onAck  func(packetID uint16)
+	manual bool     // Config.ManualAck
+	acks   ackOrder // with manual, the received messages whose acknowledgements wait
 
 	mu    sync.Mutex
 	notes map[uint16]*pubrecNote
@@ -678,10 +675,33 @@ type pubrecNote struct {
 
 type pubrecKey struct{}
 
+// Ack is paho's acknowledgement of a message its handlers took. With ManualAck it is held
+// back: ackOrder sends it when the application acknowledges the message.
 func (s *trackingSession) Ack(pb *packets.Publish) error {
+	if s.manual && pb.QoS > 0 {
+		return nil
+	}
+	return s.sendAck(pb)
+}
+
+// sendAck writes a message's acknowledgement through paho's session state.
+func (s *trackingSession) sendAck(pb *packets.Publish) error {
 	err := s.SessionManager.Ack(pb)
 	s.onAck(pb.PacketID)
 	return err
+}
+
+// ConAckReceived starts a connection: paho calls it before the connection's reader starts, so
+// no message of the new connection can be recorded before the old ones are forgotten.
+func (s *trackingSession) ConAckReceived(conn io.Writer, cp *packets.Connect, ca *packets.Connack) error {
+	s.acks.reset()
+	return s.SessionManager.ConAckReceived(conn, cp, ca)
+}
+
+// ConnectionLost forgets the lost connection's messages: the broker delivers them again.
+func (s *trackingSession) ConnectionLost(dp *packets.Disconnect) error {
+	s.acks.reset()
+	return s.SessionManager.ConnectionLost(dp)
 }
 
 func (s *trackingSession) AddToSession(ctx context.Context, pk session.Packet, resp chan<- packets.ControlPacket) error {

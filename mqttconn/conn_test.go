@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -472,4 +473,62 @@ func TestRunStopsWhileSubscribing(t *testing.T) {
 	if err := stop(); err != nil { // fails when Run does not return within runConn's deadline
 		t.Fatal(err)
 	}
+}
+
+// TestBacklogAtConnectIsAcknowledged: a persistent session's backlog arrives right after
+// CONNACK, and a consumer with manual acknowledgement and a receive maximum of 1 gets the next
+// message only once the previous one's acknowledgement reached the broker. paho's own manual
+// acknowledgement could record such a first message and then wipe it before sending its
+// acknowledgement, and the consumer stopped (mqttconn's ackOrder); every round must deliver its
+// whole backlog.
+func TestBacklogAtConnectIsAcknowledged(t *testing.T) {
+	const rounds, backlog = 10, 20
+	mqtttest.Each(t, func(t *testing.T, start func(*testing.T) *mqtttest.Broker) {
+		b := start(t)
+		got := make(chan string, backlog)
+		var c *mqttconn.Conn
+		cfg := mqttconn.Config{
+			Broker: b.URL, ClientID: "consumer-" + filepath.Base(t.Name()), ManualAck: true, ReceiveMaximum: 1,
+			Subscriptions: []paho.SubscribeOptions{{Topic: "$share/g/backlog/+", QoS: 2}},
+			OnPublish: func(pr paho.PublishReceived) {
+				if err := c.Ack(pr); err != nil {
+					t.Errorf("Ack: %v", err)
+				}
+				got <- string(pr.Packet.Payload)
+			},
+		}
+		c = newConn(t, cfg)
+		stop := runConn(t, c)
+		awaitReady(t, c)
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		pub := mqtttest.NewPublisher(t, b.URL)
+		defer pub.Close()
+		for r := range rounds {
+			for i := range backlog {
+				pub.Publish(t, "backlog/x", []byte(fmt.Sprintf("%d-%d", r, i)), nil)
+			}
+			c = newConn(t, cfg)
+			stop := runConn(t, c)
+			for i := range backlog {
+				select {
+				case p := <-got:
+					if want := fmt.Sprintf("%d-%d", r, i); p != want {
+						t.Fatalf("round %d: got %s, want %s", r, p, want)
+					}
+				case <-time.After(20 * time.Second):
+					t.Fatalf("round %d: %d of %d messages of the backlog arrived", r, i, backlog)
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			if err := c.WaitAcks(ctx); err != nil {
+				t.Fatalf("round %d: %v", r, err)
+			}
+			cancel()
+			if err := stop(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
 }

@@ -26,8 +26,9 @@
 // # Acknowledgements
 //
 // With Config.ManualAck, received QoS 1/2 messages are acknowledged only when Conn.Ack is
-// called. paho sends the acknowledgements in the order the messages arrived (an Ack of a later
-// message waits for the earlier ones) from a goroutine that flushes every AckInterval; WaitAcks
-// waits until the flusher has sent every Ack of the live connection, so a clean shutdown does
-// not leave acknowledged messages to be redelivered.
+// called. They are sent in the order the messages arrived (an Ack of a later message waits for
+// the earlier ones), as soon as that order allows, by this package rather than by paho's manual
+// acknowledgement, which can lose the acknowledgements of the first messages of a connection
+// (see ackOrder); WaitAcks waits until every Ack of the live connection was sent, so a clean
+// shutdown does not leave acknowledged messages to be redelivered.
 package mqttconn
