@@ -125,29 +125,18 @@ func TestDeclaredQueueKeepsMessagesBeforeAnySubscriber(t *testing.T) {
 			gate := make(chan struct{})
 			for i, col := range cols {
 				o := consumer(fmt.Sprintf("legacy-proxy-2-%d", i+1), 10, col, 0)
-				// Acknowledged in order of receipt, by one goroutine, once
-				// the gate opens; paho's reader is never blocked.
-				acks := make(chan func(), 4*n) // room for resends too
+				// paho acknowledges a message when its handler returns; the
+				// handler returns once the gate opens. It holds only paho's
+				// handler goroutine: the reader goes on (at most 10 messages
+				// wait, the receive maximum, well within paho's buffer).
 				done := make(chan struct{})
 				t.Cleanup(func() { close(done) })
-				go func() {
+				o.onPublish = func(c *paho.Client, p *paho.Publish) {
+					col.add(string(p.Payload))
 					select {
 					case <-gate:
 					case <-done:
-						return
 					}
-					for {
-						select {
-						case ack := <-acks:
-							ack()
-						case <-done:
-							return
-						}
-					}
-				}()
-				o.onPublish = func(c *paho.Client, p *paho.Publish) {
-					col.add(string(p.Payload))
-					acks <- func() { _ = c.Ack(p) }
 				}
 				c := mustDial(t, b.Addr().String(), o)
 				subscribe(t, c, sharedFilter)
