@@ -203,6 +203,7 @@ func TestKilledBrokerKeepsMessages(t *testing.T) {
 	col := newCollector()
 	opts := consumer("legacy-proxy-2-1", held, col, 0)
 	holding := opts
+	holding.manualAck = true // and never calls Ack
 	var idsMu sync.Mutex
 	heldIDs := map[uint16]bool{} // packet ids of the flows the consumer still holds at the kill
 	holding.onPublish = func(_ *paho.Client, p *paho.Publish) {

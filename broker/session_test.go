@@ -22,6 +22,7 @@ func TestSessionTakeover(t *testing.T) {
 	b := startBroker(t, Config{})
 	first := newCollector()
 	holding := consumer("c", window, first, 0)
+	holding.manualAck = true
 	holding.onPublish = func(_ *paho.Client, p *paho.Publish) { first.add(string(p.Payload)) } // never acks
 	a := mustDial(t, b.Addr().String(), holding)
 	subscribe(t, a, "t/#")
