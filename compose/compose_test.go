@@ -95,7 +95,8 @@ func TestConfig(t *testing.T) {
 			{[]string{"baseline.yml"}, baselineServices, nil},
 			{[]string{"baseline.yml", "baseline.wan.yml"}, baselineServices, nil},
 			{[]string{"lps.yml"}, lpsServices, lpsVolumes},
-			{[]string{"lps.yml", "lps.wan.yml"}, lpsServices, lpsVolumes},
+			// Under the WAN overlay each comp2 keeps its dedup window on a volume root owns.
+			{[]string{"lps.yml", "lps.wan.yml"}, lpsServices, append(slices.Clone(lpsVolumes), "comp2-1-dedup-wan", "comp2-2-dedup-wan", "comp2-3-dedup-wan")},
 		} {
 			project := "lpstest" + randomName()
 			if out, err := e.run(ctx, nil, project, tt.files, "config", "-q"); err != nil || strings.TrimSpace(out) != "" {
