@@ -190,13 +190,23 @@ func (l *listener) Close(closeClients listeners.CloseFn) {
 		<-l.served
 	}
 	closeClients(l.id)
+	// Closed outside l.mu: closing a connection may come back for it (a
+	// lingerConn's Close asks linger, which sees l.closed and closes at once).
 	l.mu.Lock()
+	conns := make([]net.Conn, 0, len(l.conns))
 	for c := range l.conns {
-		_ = c.Close()
+		conns = append(conns, c)
 	}
-	for c := range l.lingers { // a shutdown does not wait for lingering peers
-		_ = c.Conn.Close()
+	lingering := make([]*lingerConn, 0, len(l.lingers))
+	for c := range l.lingers {
+		lingering = append(lingering, c)
 	}
 	l.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Close()
+	}
+	for _, c := range lingering { // a shutdown does not wait for lingering peers
+		_ = c.Conn.Close()
+	}
 	l.wg.Wait()
 }
