@@ -49,11 +49,7 @@ func subscribeCodes(t testing.TB, c *paho.Client, filters ...string) []byte {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	s := &paho.Subscribe{}
-	for _, f := range filters {
-		s.Subscriptions = append(s.Subscriptions, paho.SubscribeOptions{Topic: f, QoS: 2})
-	}
-	sa, err := c.Subscribe(ctx, s)
+	sa, err := c.Subscribe(ctx, subscription(filters...))
 	if sa == nil {
 		t.Fatalf("subscribing %v: %v", filters, err)
 	}

@@ -86,12 +86,19 @@ type ACL struct {
 
 // LoadACL reads and parses an access rule file.
 func LoadACL(path string) (*ACL, error) {
+	return loadFile(path, "ACL file", ParseACL)
+}
+
+// loadFile opens path and parses it with parse, which names the file in its
+// errors; what names the kind of file when it cannot be opened.
+func loadFile[T any](path, what string, parse func(name string, r io.Reader) (T, error)) (T, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("reading ACL file: %w", err)
+		var zero T
+		return zero, fmt.Errorf("reading %s: %w", what, err)
 	}
 	defer f.Close()
-	return ParseACL(path, f)
+	return parse(path, f)
 }
 
 // ParseACL parses access rules in Mosquitto's acl_file format (see above);

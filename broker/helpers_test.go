@@ -176,15 +176,20 @@ func waitDone(t testing.TB, c *paho.Client) {
 	}
 }
 
-func subscribe(t testing.TB, c *paho.Client, filters ...string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
+// subscription is a SUBSCRIBE of filters at QoS 2.
+func subscription(filters ...string) *paho.Subscribe {
 	s := &paho.Subscribe{}
 	for _, f := range filters {
 		s.Subscriptions = append(s.Subscriptions, paho.SubscribeOptions{Topic: f, QoS: 2})
 	}
-	if _, err := c.Subscribe(ctx, s); err != nil {
+	return s
+}
+
+func subscribe(t testing.TB, c *paho.Client, filters ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	if _, err := c.Subscribe(ctx, subscription(filters...)); err != nil {
 		t.Fatalf("subscribing %v: %v", filters, err)
 	}
 }

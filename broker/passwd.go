@@ -29,12 +29,7 @@ type PasswordFile struct {
 
 // LoadPasswordFile reads and parses a password file.
 func LoadPasswordFile(path string) (*PasswordFile, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("reading password file: %w", err)
-	}
-	defer f.Close()
-	return ParsePasswordFile(path, f)
+	return loadFile(path, "password file", ParsePasswordFile)
 }
 
 // ParsePasswordFile parses a password file; name is the file's name in error
