@@ -14,6 +14,10 @@ import (
 // connection; QoS 1/2 ones are bounded by the receive quota instead.
 const maxPendingQoS0 = 8192
 
+// maxSpare bounds the packets a connection's writer keeps room for between
+// bursts (800 bytes each).
+const maxSpare = 256
+
 // conn is one network connection of a session and its writer.
 type conn struct {
 	cl   *mqtt.Client
@@ -101,6 +105,10 @@ func (c *conn) close() {
 // from ever blocking on a slow subscriber's socket.
 func (d *dispatcher) runSender(c *conn) {
 	defer d.senders.Done()
+	// spare is the slice the writer last emptied: send appends to it next,
+	// so a busy connection reuses two arrays instead of growing a new one
+	// for every burst (a packets.Packet is 800 bytes).
+	var spare []packets.Packet
 	for {
 		select {
 		case <-c.stop:
@@ -109,12 +117,14 @@ func (d *dispatcher) runSender(c *conn) {
 		}
 		for {
 			d.mu.Lock()
-			out := c.out
-			c.out, c.qos0 = nil, 0
-			d.mu.Unlock()
-			if len(out) == 0 {
+			if len(c.out) == 0 {
+				d.mu.Unlock()
 				break
 			}
+			out := c.out
+			c.out, c.qos0 = spare, 0 // never out's array: spare is the other one, or nil
+			d.mu.Unlock()
+			spare = nil // out becomes the spare once written
 			for _, pk := range out {
 				var alias uint16
 				topic := pk.TopicName
@@ -136,6 +146,10 @@ func (d *dispatcher) runSender(c *conn) {
 					d.log.Debug("writing to client", zap.String("client", c.cl.ID), zap.Error(err))
 					return
 				}
+			}
+			if cap(out) <= maxSpare { // a burst's large array is left to the GC
+				clear(out) // the payloads and properties may go
+				spare = out[:0]
 			}
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -410,7 +411,10 @@ func (t *Topology) launch(s *Service, r role) {
 	s.mu.Lock()
 	s.current, s.cancel, s.done = r, cancel, done
 	s.mu.Unlock()
-	go func() {
+	// The labels name the role in a CPU profile of the whole topology: every goroutine the
+	// role starts, its connections' and its HTTP client's included, inherits them.
+	labels := pprof.Labels("role", string(s.Role), "service", s.Name)
+	go pprof.Do(ctx, labels, func(ctx context.Context) {
 		err := r.Run(ctx)
 		if err != nil && ctx.Err() == nil {
 			err = fmt.Errorf("%s: %w", s.Name, err)
@@ -420,7 +424,7 @@ func (t *Topology) launch(s *Service, r role) {
 			}
 		}
 		done <- err
-	}()
+	})
 }
 
 // stop stops s gracefully and waits for it.
