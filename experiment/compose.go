@@ -314,3 +314,5 @@ func (c *composeTarget) Close() {
 // CPU is not measured for containers: docker stats would give it per container, but the
 // experiment's CPU figures are for the local target, where every role is a process of its own.
 func (c *composeTarget) CPU() map[string]time.Duration { return nil }
+
+func (c *composeTarget) Memory() map[string]faults.Memory { return nil }

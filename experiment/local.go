@@ -40,6 +40,9 @@ type target interface {
 	// CPU is the CPU time each service used so far, over all its runs, by service name; nil
 	// when the target cannot tell.
 	CPU() map[string]time.Duration
+	// Memory is each running service's resident memory now and its peak, by service name;
+	// nil when the target cannot tell.
+	Memory() map[string]faults.Memory
 	Close()
 }
 
@@ -220,6 +223,17 @@ func (l *local) Close() {
 		go func() { defer wg.Done(); _ = p.Kill() }()
 	}
 	wg.Wait()
+}
+
+// Memory reads every running process's resident memory (faults.Process.Memory).
+func (l *local) Memory() map[string]faults.Memory {
+	out := make(map[string]faults.Memory, len(l.procs))
+	for name, p := range l.procs {
+		if m, ok := p.Memory(); ok {
+			out[name] = m
+		}
+	}
+	return out
 }
 
 // CPU reads every process's CPU time (faults.Process.CPU).

@@ -35,6 +35,7 @@ func Verify(cfg Config, e report.Experiment, late time.Duration) error {
 		verifyLedger(fail, cfg, r)
 		if cfg.Target == "local" {
 			verifyCPU(fail, r)
+			verifyMemory(fail, r)
 		}
 	}
 	back, err := report.ReadResults(filepath.Join(cfg.Out, "results.json"))
@@ -53,6 +54,9 @@ func Verify(cfg Config, e report.Experiment, late time.Duration) error {
 			}
 			if !maps.Equal(r.CPU, w.CPU) {
 				fail("results.json's %s run has CPU figures %v, want %v", r.Topology, r.CPU, w.CPU)
+			}
+			if !maps.Equal(r.IdleRSS, w.IdleRSS) || !maps.Equal(r.PeakRSS, w.PeakRSS) {
+				fail("results.json's %s run has memory figures %v/%v, want %v/%v", r.Topology, r.IdleRSS, r.PeakRSS, w.IdleRSS, w.PeakRSS)
 			}
 		}
 	}
@@ -89,6 +93,22 @@ func verifyCPU(fail func(string, ...any), r report.Run) {
 	}
 	if total <= 0 {
 		fail("%s: the roles used no CPU time: %v", r.Topology, r.CPU)
+	}
+}
+
+// verifyMemory checks that a local run measured every role's resident memory, idle and at
+// its peak. A failover restarts processes after the idle figure was taken, and VmHWM starts
+// again with each run, so a peak may be below the idle figure; neither may be missing or 0.
+func verifyMemory(fail func(string, ...any), r report.Run) {
+	plan, err := topology.Describe(r.Topology, 0)
+	if err != nil {
+		fail("%v", err)
+		return
+	}
+	for _, n := range plan.Services {
+		if r.IdleRSS[n.Role] <= 0 || r.PeakRSS[n.Role] <= 0 {
+			fail("%s: resident memory of %s: idle %v MB, peak %v MB", r.Topology, n.Role, r.IdleRSS[n.Role], r.PeakRSS[n.Role])
+		}
 	}
 }
 

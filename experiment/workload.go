@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lpsdev/lps/faults"
 	"github.com/lpsdev/lps/ledger"
 	"github.com/lpsdev/lps/loadgen"
 	"github.com/lpsdev/lps/report"
@@ -34,6 +35,7 @@ type workload struct {
 	loads []*loadgen.Load
 
 	cpu0 map[string]time.Duration // the services' CPU time when the load began
+	idle map[string]faults.Memory // their resident memory then, started and not yet loaded
 }
 
 func newWorkload(cfg *Config, kind string, t target) *workload {
@@ -79,7 +81,7 @@ func (w *workload) failover(ctx context.Context) (report.Run, error) {
 	sctx, stopSampling := context.WithCancel(ctx)
 	defer stopSampling()
 	start := time.Now()
-	w.cpu0 = w.t.CPU()
+	w.cpu0, w.idle = w.t.CPU(), w.t.Memory()
 	go smp.run(sctx)
 	stopBackground := w.background(ctx, sched.Load)
 	defer stopBackground()
@@ -108,10 +110,30 @@ func (w *workload) finish(ctx context.Context, smp *sampler, start, end time.Tim
 		return report.Run{}, err
 	}
 	stopSampling()
-	cpu := w.t.CPU()
+	cpu, mem := w.t.CPU(), w.t.Memory()
 	r, err := w.measure(ctx, smp, start, end, drain)
 	r.CPU = w.cpuPerThousand(cpu, r.Acked)
+	r.IdleRSS = w.perRoleMB(w.idle, func(m faults.Memory) int64 { return m.RSS })
+	r.PeakRSS = w.perRoleMB(mem, func(m faults.Memory) int64 { return m.Peak })
 	return r, err
+}
+
+// perRoleMB is the largest of each role's instances' figure of mem, in MB (10^6 bytes); nil
+// when the target does not measure memory.
+func (w *workload) perRoleMB(mem map[string]faults.Memory, figure func(faults.Memory) int64) map[string]float64 {
+	if len(mem) == 0 {
+		return nil
+	}
+	plan := w.t.Plan()
+	out := map[string]float64{}
+	for name, m := range mem {
+		n, ok := plan.Node(name)
+		if !ok {
+			continue
+		}
+		out[n.Role] = max(out[n.Role], float64(figure(m))/1e6)
+	}
+	return out
 }
 
 // cpuPerThousand is the CPU time each role's processes used from the start of the load to the
@@ -296,7 +318,7 @@ func (w *workload) performance(ctx context.Context) (report.Run, error) {
 	sctx, stopSampling := context.WithCancel(ctx)
 	defer stopSampling()
 	start := time.Now()
-	w.cpu0 = w.t.CPU()
+	w.cpu0, w.idle = w.t.CPU(), w.t.Memory()
 	go smp.run(sctx)
 	stopBackground := w.background(ctx, time.Duration(w.cfg.MaxSteps)*stepLen)
 	defer stopBackground()

@@ -85,6 +85,9 @@ func TestProcessRestartsOnItsPort(t *testing.T) {
 	if p.Running() || p.Pid() != 0 {
 		t.Fatal("still running after Kill")
 	}
+	if m, ok := p.Memory(); ok {
+		t.Errorf("Memory of a killed process: %+v, want none", m)
+	}
 	ended := p.CPU()
 	if ended <= 0 {
 		t.Errorf("CPU of the killed run %s, want its accounted time", ended)
@@ -106,6 +109,10 @@ func TestProcessRestartsOnItsPort(t *testing.T) {
 	}
 	if running := p.CPU(); running <= ended {
 		t.Errorf("CPU after 2,000 requests in the second run %s, want more than the first run's %s", running, ended)
+	}
+	// A Go process serving HTTP is resident with some MB, and never more than its peak.
+	if m, ok := p.Memory(); !ok || m.RSS < 1<<20 || m.Peak < m.RSS {
+		t.Errorf("Memory of the running rast-sim: %+v (ok %v), want RSS of at least 1 MiB and a peak no smaller", m, ok)
 	}
 	if err := p.Term(ctx); err != nil {
 		t.Fatal(err)

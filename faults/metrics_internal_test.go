@@ -109,3 +109,22 @@ func TestParseMetricsOfARegistry(t *testing.T) {
 		}
 	}
 }
+
+// TestParseStatusMemory reads VmRSS and VmHWM from a /proc/PID/status, and refuses one that
+// lacks either or gives them in another unit.
+func TestParseStatusMemory(t *testing.T) {
+	status := "Name:\tlps\nVmPeak:\t 1263604 kB\nVmHWM:\t   30212 kB\nVmRSS:\t   18044 kB\nThreads:\t7\n"
+	m, ok := parseStatusMemory(status)
+	if !ok || m.RSS != 18044*1024 || m.Peak != 30212*1024 {
+		t.Errorf("parse: %+v %v, want RSS 18044 kB and peak 30212 kB", m, ok)
+	}
+	for _, bad := range []string{
+		"Name:\tlps\nVmRSS:\t 18044 kB\n",        // no VmHWM (a kernel thread has neither)
+		"VmHWM:\t 30212 kB\nVmRSS:\t 18044 MB\n", // another unit
+		"VmHWM:\t 30212 kB\nVmRSS:\t many kB\n",  // not a number
+	} {
+		if m, ok := parseStatusMemory(bad); ok {
+			t.Errorf("parse of %q: %+v, want not ok", bad, m)
+		}
+	}
+}

@@ -212,6 +212,51 @@ func (p *Process) CPU() time.Duration {
 	return total + time.Duration(utime+stime)*time.Second/userHZ
 }
 
+// Memory is a process's resident memory, in bytes, from /proc/PID/status.
+type Memory struct {
+	RSS  int64 // VmRSS: resident now
+	Peak int64 // VmHWM: the most it was resident since it started
+}
+
+// Memory reads the current run's resident memory; ok is false when the process is not
+// running or /proc does not say.
+func (p *Process) Memory() (m Memory, ok bool) {
+	pid := p.Pid()
+	if pid == 0 {
+		return Memory{}, false
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return Memory{}, false
+	}
+	return parseStatusMemory(string(data))
+}
+
+// parseStatusMemory reads VmRSS and VmHWM ("VmRSS:	  12345 kB") from a /proc/PID/status.
+func parseStatusMemory(status string) (m Memory, ok bool) {
+	var rss, hwm bool
+	for line := range strings.Lines(status) {
+		name, rest, found := strings.Cut(line, ":")
+		if !found || (name != "VmRSS" && name != "VmHWM") {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) != 2 || f[1] != "kB" {
+			return Memory{}, false
+		}
+		kb, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return Memory{}, false
+		}
+		if name == "VmRSS" {
+			m.RSS, rss = kb*1024, true
+		} else {
+			m.Peak, hwm = kb*1024, true
+		}
+	}
+	return m, rss && hwm
+}
+
 // Start starts the process (again) with its arguments. It does not wait for readiness; see
 // WaitReady and StartReady.
 func (p *Process) Start() error {

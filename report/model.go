@@ -67,6 +67,11 @@ type Run struct {
 	// CPU is the CPU time each role used from the start of the load to the end of the drain, in
 	// seconds per 1,000 acknowledged alarms, summed over its instances (local target only).
 	CPU map[string]float64 `json:"cpu_s_per_1000_alarms,omitempty"`
+	// IdleRSS is each role's resident memory when the load began (started, not yet loaded) and
+	// PeakRSS the most it was resident until the end of the drain (VmHWM: since the process
+	// last started), in MB (10^6 bytes), the largest of its instances (local target only).
+	IdleRSS map[string]float64 `json:"idle_rss_mb,omitempty"`
+	PeakRSS map[string]float64 `json:"peak_rss_mb,omitempty"`
 	// Latencies are the response times of the acknowledged alarms (all of them, or an even
 	// sample of at most 100,000), for the CDF. Not in results.json.
 	Latencies []time.Duration `json:"-"`

@@ -701,3 +701,43 @@ func TestSummaryCPURows(t *testing.T) {
 		t.Errorf("results.json's CPU figures %v, want %v", back.Runs[1].CPU, e.Runs[1].CPU)
 	}
 }
+
+// TestSummaryMemoryRows: resident memory gets an idle and a peak row per role, "-" where a
+// topology has no such role; without figures (the compose target) there are none; results.json
+// keeps them.
+func TestSummaryMemoryRows(t *testing.T) {
+	e := synthetic(420, 200)
+	var b bytes.Buffer
+	if err := Summary(&b, e); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(b.String(), "RSS") {
+		t.Errorf("memory rows without memory figures:\n%s", b.String())
+	}
+	e.Runs[0].IdleRSS = map[string]float64{"comp1": 9.5, "comp2": 10, "rast-sim": 8.25}
+	e.Runs[0].PeakRSS = map[string]float64{"comp1": 14, "comp2": 15, "rast-sim": 12}
+	e.Runs[1].IdleRSS = map[string]float64{"comp1": 9.5, "http2mqtt": 11, "broker": 12, "mqtt2http": 11, "comp2": 10, "rast-sim": 8.25}
+	e.Runs[1].PeakRSS = map[string]float64{"comp1": 14, "http2mqtt": 17, "broker": 42.06, "mqtt2http": 18, "comp2": 15, "rast-sim": 12}
+	dir, _ := writeTo(t, e)
+	md, err := os.ReadFile(filepath.Join(dir, "summary.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"| RSS MB idle, comp1 | 9.5 | 9.5 |",
+		"| RSS MB idle, broker | - | 12.0 |",
+		"| RSS MB peak, broker | - | 42.1 |",
+		"| RSS MB peak, rast-sim | 12.0 | 12.0 |",
+	} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("summary.md lacks %q:\n%s", want, md)
+		}
+	}
+	back, err := ReadResults(filepath.Join(dir, "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(back.Runs[1].PeakRSS, e.Runs[1].PeakRSS) || !reflect.DeepEqual(back.Runs[0].IdleRSS, e.Runs[0].IdleRSS) {
+		t.Errorf("results.json's memory figures %v/%v, want %v/%v", back.Runs[0].IdleRSS, back.Runs[1].PeakRSS, e.Runs[0].IdleRSS, e.Runs[1].PeakRSS)
+	}
+}

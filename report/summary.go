@@ -72,6 +72,37 @@ func cpuRows(e Experiment) []row {
 	}})
 }
 
+// memoryRows are the rows of each role's resident memory, idle and at its peak, when a run
+// measured them; "-" for a role a topology does not have.
+func memoryRows(e Experiment) []row {
+	measured := false
+	for _, r := range e.Runs {
+		measured = measured || len(r.PeakRSS) > 0
+	}
+	if !measured {
+		return nil
+	}
+	var rows []row
+	for _, fig := range []struct {
+		label string
+		of    func(Run) map[string]float64
+	}{
+		{"idle", func(r Run) map[string]float64 { return r.IdleRSS }},
+		{"peak", func(r Run) map[string]float64 { return r.PeakRSS }},
+	} {
+		for _, role := range cpuRoles {
+			rows = append(rows, row{"RSS MB " + fig.label + ", " + role, func(r Run) string {
+				v, ok := fig.of(r)[role]
+				if !ok {
+					return "-"
+				}
+				return number(v, 1)
+			}})
+		}
+	}
+	return rows
+}
+
 // number writes f with prec decimals. ρ = λ/μ is infinite or NaN when nothing was served, and
 // the table must still print.
 func number(f float64, prec int) string {
@@ -93,7 +124,7 @@ func summaryTable(e Experiment) table {
 		t.Header = append(t.Header, r.Topology)
 		t.Numeric = append(t.Numeric, true)
 	}
-	for _, def := range append(summaryRows(), cpuRows(e)...) {
+	for _, def := range append(append(summaryRows(), cpuRows(e)...), memoryRows(e)...) {
 		cells := []string{def.label}
 		for _, r := range e.Runs {
 			cells = append(cells, def.value(r))

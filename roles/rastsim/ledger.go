@@ -115,6 +115,24 @@ func (s *Sim) Counts() Counts {
 	return c
 }
 
+// idCount is one entry of the per-id ledger.
+type idCount struct {
+	id string
+	n  int
+}
+
+// receivedSnapshot returns the per-id ledger as a slice, cheaper to copy than the map.
+func (s *Sim) receivedSnapshot() []idCount {
+	l := &s.ledger
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]idCount, 0, len(l.received))
+	for id, n := range l.received {
+		out = append(out, idCount{id, n})
+	}
+	return out
+}
+
 // Received returns a copy of the per-id ledger: every Request-Id received and how many times
 // it arrived.
 func (s *Sim) Received() map[string]int {

@@ -455,3 +455,34 @@ func TestBodyLimit(t *testing.T) {
 		t.Errorf("Counts = %+v, want nothing received", c)
 	}
 }
+
+// TestRequestsLedgerEncoding: GET /stats/requests writes its entries itself; empty, it is an
+// empty object, and ids that JSON must escape come back as they were sent.
+func TestRequestsLedgerEncoding(t *testing.T) {
+	ts := startSim(t, Config{Model: ModelNone})
+	decode := func() map[string]int {
+		t.Helper()
+		res := ts.get(t, "/stats/requests")
+		var reqs RequestsBody
+		if err := json.Unmarshal([]byte(res.body), &reqs); err != nil {
+			t.Fatalf("GET /stats/requests: %v in %q", err, res.body)
+		}
+		if reqs.Requests == nil {
+			t.Fatalf("GET /stats/requests has no requests object: %q", res.body)
+		}
+		return reqs.Requests
+	}
+	if got := decode(); len(got) != 0 {
+		t.Errorf("empty ledger: %v", got)
+	}
+	want := map[string]int{}
+	for i, id := range []string{`a"b`, `c\d`, "<x>&", `{"}`, "plain"} { // the Request-Id middleware replaces ids with control or non-ASCII characters
+		for range i%2 + 1 {
+			ts.post(t, "/"+AlarmCommand, id)
+			want[id]++
+		}
+	}
+	if got := decode(); !reflect.DeepEqual(got, want) {
+		t.Errorf("GET /stats/requests = %v, want %v", got, want)
+	}
+}
