@@ -2,6 +2,10 @@ package cli
 
 import (
 	"bytes"
+	"compress/gzip"
+	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -151,5 +155,54 @@ func TestVersion(t *testing.T) {
 	}
 	if !strings.HasPrefix(out.String(), "lps v9.9.9 (commit ") {
 		t.Errorf("version printed %q", out.String())
+	}
+}
+
+// TestCPUProfile: --cpuprofile (or LPS_CPUPROFILE) writes a profile of the command's run, a
+// nested command's too; a file that cannot be created stops the command before it runs, exit 2,
+// naming the flag.
+func TestCPUProfile(t *testing.T) {
+	dir := t.TempDir()
+	prof := filepath.Join(dir, "version.prof")
+	var out, errOut bytes.Buffer
+	if code := Execute(NewRoot(Options{Stdout: &out, Stderr: &errOut, LookupEnv: env(nil)}), []string{"version", "--cpuprofile", prof}); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	isProfile := func(path string) {
+		t.Helper()
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		zr, err := gzip.NewReader(f) // a pprof profile is a gzipped protocol buffer
+		if err != nil {
+			t.Fatalf("%s is not a profile: %v", path, err)
+		}
+		body, err := io.ReadAll(zr)
+		if err != nil || !bytes.Contains(body, []byte("nanoseconds")) {
+			t.Errorf("%s: %v, %d bytes without the CPU profile's unit", path, err, len(body))
+		}
+	}
+	isProfile(prof)
+
+	passwd := filepath.Join(dir, "passwd")
+	nested := filepath.Join(dir, "passwd.prof")
+	args := []string{"broker", "passwd", passwd, "alice", "--password", "s3cret"}
+	if code := Execute(NewRoot(Options{Stdout: &out, Stderr: &errOut, LookupEnv: env(map[string]string{"LPS_CPUPROFILE": nested})}), args); code != 0 {
+		t.Fatalf("broker passwd: exit %d: %s", code, errOut.String())
+	}
+	isProfile(nested)
+
+	errOut.Reset()
+	bad := filepath.Join(dir, "missing", "x.prof")
+	if code := Execute(NewRoot(Options{Stdout: &out, Stderr: &errOut, LookupEnv: env(nil)}), []string{"broker", "passwd", passwd, "bob", "--password", "x", "--cpuprofile", bad}); code != 2 {
+		t.Errorf("unwritable --cpuprofile: exit %d, want 2", code)
+	}
+	if !strings.Contains(errOut.String(), "--cpuprofile") || !strings.Contains(errOut.String(), bad) {
+		t.Errorf("error %q does not name the flag and the file", errOut.String())
+	}
+	if data, _ := os.ReadFile(passwd); bytes.Contains(data, []byte("bob:")) {
+		t.Error("the command ran although its profile could not be written")
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -81,6 +82,7 @@ type app struct {
 	opts       Options
 	log        logFlags
 	wanProfile string
+	cpuProfile string // --cpuprofile: the file the command's CPU profile goes to
 }
 
 // NewRoot builds the lps command tree.
@@ -111,6 +113,7 @@ LPS_<FLAG> and, where the original Python services had one, its original name.`,
 	pf.StringVar(&a.log.level, "log-level", "info", "log level: debug, info, warn or error")
 	pf.StringVar(&a.log.dir, "log-file", "", "also write logs to DIR/<service-name>.log, rotated by size")
 	addWANFlag(pf, a)
+	pf.StringVar(&a.cpuProfile, "cpuprofile", "", "write a CPU profile of the command's whole run to FILE (go tool pprof); lps up labels every sample with its role and service (go tool pprof -tags)")
 	root.AddCommand(
 		a.newRastSimCmd(),
 		a.newComp2Cmd(),
@@ -137,7 +140,42 @@ LPS_<FLAG> and, where the original Python services had one, its original name.`,
 		}
 		return nil
 	}
+	for _, c := range root.Commands() {
+		a.profiled(c)
+	}
 	return root
+}
+
+// profiled makes c's run write a CPU profile when --cpuprofile names a file: started after the
+// flags and the environment were applied, stopped and flushed when the run returns, which a
+// role does on SIGINT or SIGTERM too.
+func (a *app) profiled(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		a.profiled(sub)
+	}
+	run := c.RunE
+	if run == nil {
+		return
+	}
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		if a.cpuProfile == "" {
+			return run(cmd, args)
+		}
+		f, err := os.Create(a.cpuProfile)
+		if err != nil {
+			return &ConfigError{fmt.Errorf("--cpuprofile: %w", err)}
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		runErr := run(cmd, args)
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil && runErr == nil {
+			runErr = fmt.Errorf("--cpuprofile: writing %s: %w", a.cpuProfile, err)
+		}
+		return runErr
+	}
 }
 
 // Execute runs root with args and returns the process exit code, printing a one-line error.

@@ -2,10 +2,14 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -41,9 +45,11 @@ func (ls *lines) all() []string {
 }
 
 // TestUpConsoleStaysReadableUnderLoad: `lps up` under 300 alarms/s writes its status line and
-// nothing per alarm: the console gets less than a line a second besides the status.
+// nothing per alarm: the console gets less than a line a second besides the status. Its
+// --cpuprofile, written when SIGTERM stopped it, carries the services' labels.
 func TestUpConsoleStaysReadableUnderLoad(t *testing.T) {
-	cmd := exec.Command(lpsBin, "up", "--topology", "lps", "--model", "none", "--ephemeral-ports", "--status-every", "1s", "--log-format", "json")
+	prof := filepath.Join(t.TempDir(), "up.prof")
+	cmd := exec.Command(lpsBin, "up", "--topology", "lps", "--model", "none", "--ephemeral-ports", "--status-every", "1s", "--log-format", "json", "--cpuprofile", prof)
 	stdout, _ := cmd.StdoutPipe()
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
@@ -118,7 +124,26 @@ func TestUpConsoleStaysReadableUnderLoad(t *testing.T) {
 			t.Errorf("lps up after SIGTERM: %v", err)
 		}
 	case <-time.After(60 * time.Second):
-		t.Error("lps up did not stop within 60 s of SIGTERM")
+		t.Fatal("lps up did not stop within 60 s of SIGTERM")
+	}
+	f, err := os.Open(prof)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatalf("--cpuprofile wrote no profile: %v", err)
+	}
+	body, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Service names are in the profile only as label values: no function is called that.
+	for _, label := range []string{"role", "service", "proxy1-1", "proxy2-3", "ars-comp-2-1", "broker"} {
+		if !bytes.Contains(body, []byte(label)) {
+			t.Errorf("the profile of lps up under load lacks the label string %q", label)
+		}
 	}
 }
 
