@@ -370,3 +370,38 @@ func TestClaimRenewedWhileForwarding(t *testing.T) {
 		t.Errorf("after the first forward: dup %v err %v", dup, err)
 	}
 }
+
+// TestMemoryEvictsTheOldestAndSweepsTheExpired: a full window forgets its oldest keys first, as
+// many as it must (and a sixteenth of Max for room), also when keys share their expiry; expired
+// keys leave the map at the next sweep, TTL/16 later at most, and are not counted as evicted.
+func TestMemoryEvictsTheOldestAndSweepsTheExpired(t *testing.T) {
+	ctx := context.Background()
+	for _, step := range []time.Duration{time.Millisecond, 0} {
+		c := &clock{now: time.Unix(1e9, 0)}
+		s := &Memory{TTL: time.Minute, Max: 64, Now: c.Now}
+		for i := range 200 {
+			s.Done(ctx, KeyOf(fmt.Sprint(i)))
+			c.Add(step)
+			if s.Len() > 64 {
+				t.Fatalf("step %s: %d keys kept after %d records, Max 64", step, s.Len(), i+1)
+			}
+		}
+		kept := s.Len()
+		if kept < 64-64/16 || s.Evicted()+kept != 200 {
+			t.Errorf("step %s: %d kept and %d evicted of 200, want 60 to 64 kept and the rest evicted", step, kept, s.Evicted())
+		}
+		if step > 0 { // distinct expiries: exactly the newest are kept
+			for i := range 200 {
+				st, _ := s.Claim(ctx, KeyOf(fmt.Sprint(i)), 0)
+				if want := i >= 200-kept; (st == Forwarded) != want {
+					t.Errorf("key %d of 200 with %d kept: %v", i, kept, st)
+				}
+			}
+		}
+		evicted := s.Evicted()
+		c.Add(time.Minute + time.Minute/16)
+		if st, _ := s.Claim(ctx, KeyOf("199"), 0); st != Claimed || s.Len() != 0 || s.Evicted() != evicted {
+			t.Errorf("step %s, a window later: %v, %d kept, %d evicted (was %d)", step, st, s.Len(), s.Evicted(), evicted)
+		}
+	}
+}

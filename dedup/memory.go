@@ -2,13 +2,18 @@ package dedup
 
 import (
 	"context"
+	"math"
 	"sync"
 	"time"
 )
 
 // Memory is a Store in the process's memory: lost when comp2 stops. It keeps a key for TTL,
 // and at most Max keys (the oldest go first; a window that overflows is counted in Evicted).
-// A key costs about 60 bytes: 16 in a map entry with its expiry, 24 in the eviction ring.
+//
+// A key costs one map entry, about 60 bytes of heap (about 90 with an eviction ring beside the map,
+// as it had before): at 1,000 alarms/s the default window is 600,000 keys, and the heap is what
+// decides comp2's memory. Expired keys are deleted by a sweep of the map every TTL/16, from
+// Claim or Done; until then Claim already treats them as absent, and Len counts them.
 // The zero value is ready to use with the defaults.
 type Memory struct {
 	// TTL is the window; zero means DefaultTTL.
@@ -18,20 +23,17 @@ type Memory struct {
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 
-	mu      sync.Mutex
-	m       map[Key]int64 // key -> expiry (unix nanoseconds)
-	ring    []memEntry    // keys in the order recorded, from head on
-	head    int
-	evicted int
-}
-
-// memEntry is one record, in the order recorded: with a fixed TTL, also the order of expiry.
-type memEntry struct {
-	key Key
-	exp int64
+	mu        sync.Mutex
+	m         map[Key]int64 // key -> expiry (unix nanoseconds)
+	nextSweep int64         // when the next sweep for expired keys is due
+	evicted   int
 }
 
 var _ Store = (*Memory)(nil)
+
+// memSweeps is how many sweeps for expired keys a window gets: a key is gone from the map at
+// most TTL/memSweeps after it expired.
+const memSweeps = 16
 
 func (s *Memory) init() {
 	if s.m == nil {
@@ -55,7 +57,7 @@ func (s *Memory) Claim(_ context.Context, key Key, _ time.Duration) (State, erro
 	defer s.mu.Unlock()
 	s.init()
 	now := s.Now().UnixNano()
-	s.evict(now)
+	s.sweep(now)
 	if exp, ok := s.m[key]; ok && now < exp {
 		return Forwarded, nil
 	}
@@ -68,10 +70,16 @@ func (s *Memory) Done(_ context.Context, key Key) error {
 	defer s.mu.Unlock()
 	s.init()
 	now := s.Now().UnixNano()
-	exp := now + int64(s.TTL)
-	s.m[key] = exp
-	s.ring = append(s.ring, memEntry{key, exp})
-	s.evict(now)
+	s.m[key] = now + int64(s.TTL)
+	s.sweep(now)
+	if len(s.m) > s.Max {
+		s.sweepAll(now) // expired keys go before any is evicted
+		if over := len(s.m) - s.Max; over > 0 {
+			// Room for a sixteenth of the window at once, so that an overflowing window
+			// does not scan the map for every alarm.
+			s.evictOldest(over + s.Max/memSweeps)
+		}
+	}
 	return nil
 }
 
@@ -81,7 +89,7 @@ func (s *Memory) Release(context.Context, Key) error { return nil }
 // Close does nothing.
 func (s *Memory) Close() error { return nil }
 
-// Len is the number of keys kept.
+// Len is the number of keys kept, those expired since the last sweep included.
 func (s *Memory) Len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -95,26 +103,59 @@ func (s *Memory) Evicted() int {
 	return s.evicted
 }
 
-// evict forgets expired keys, and the oldest beyond Max. s.mu must be held.
-func (s *Memory) evict(now int64) {
-	for s.head < len(s.ring) {
-		e := s.ring[s.head]
-		expired := e.exp <= now
-		if !expired && len(s.ring)-s.head <= s.Max {
-			break
-		}
-		if !expired {
-			s.evicted++
-		}
-		s.ring[s.head] = memEntry{}
-		s.head++
-		if s.m[e.key] == e.exp { // not recorded again since
-			delete(s.m, e.key)
+// sweep deletes the expired keys when a sweep is due. s.mu must be held.
+func (s *Memory) sweep(now int64) {
+	if now >= s.nextSweep {
+		s.sweepAll(now)
+	}
+}
+
+// sweepAll deletes the expired keys. s.mu must be held.
+func (s *Memory) sweepAll(now int64) {
+	for k, exp := range s.m {
+		if exp <= now {
+			delete(s.m, k)
 		}
 	}
-	// Reclaim the ring's consumed front once it is half of the slice.
-	if s.head > 1024 && s.head > len(s.ring)/2 {
-		s.ring = append([]memEntry(nil), s.ring[s.head:]...)
-		s.head = 0
+	s.nextSweep = now + int64(s.TTL)/memSweeps
+}
+
+// evictOldest forgets n of the keys that expire first (all of them when n is the map's size or
+// more). Every key expires TTL after it was recorded, so expiry is the order of recording. Two
+// passes and no allocation: a histogram of the expiries over evictBuckets buckets finds the
+// bucket where n is reached; the buckets before it go whole, and from it as many keys as are
+// still missing, in no particular order among themselves (they were recorded within a bucket's
+// width of each other: a window of 10 minutes has buckets of 0.6 s). s.mu must be held.
+func (s *Memory) evictOldest(n int) {
+	if n <= 0 {
+		return
+	}
+	lo, hi := int64(math.MaxInt64), int64(math.MinInt64)
+	for _, exp := range s.m {
+		lo, hi = min(lo, exp), max(hi, exp)
+	}
+	const evictBuckets = 1024
+	width := (hi-lo)/evictBuckets + 1
+	var counts [evictBuckets]int
+	for _, exp := range s.m {
+		counts[(exp-lo)/width]++
+	}
+	below, need := hi+1, 0 // keys with exp < below go; need more from [below, below+width)
+	seen := 0
+	for i, c := range counts {
+		if seen+c >= n {
+			below, need = lo+int64(i)*width, n-seen
+			break
+		}
+		seen += c
+	}
+	for k, exp := range s.m {
+		if exp < below || (exp < below+width && need > 0) {
+			if exp >= below {
+				need--
+			}
+			delete(s.m, k)
+			s.evicted++
+		}
 	}
 }
