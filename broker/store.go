@@ -17,6 +17,8 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	bolt "go.etcd.io/bbolt"
 	"go.uber.org/zap"
+
+	"github.com/lpsdev/lps/boltpages"
 )
 
 // dbFile is the name of the database file inside Config.DataDir.
@@ -630,17 +632,12 @@ func (st *store) measure() {
 // before the file grows, so the file is as large as the most this ever was.
 func (st *store) usedBytes() int64 { return st.used.Load() }
 
-// unmap drops the file's pages from the broker's address space. bbolt reads
-// through a shared mapping of the file, so every page a transaction or a
-// refill touches stays counted in the process's resident memory (RssFile)
-// although the kernel holds it in the page cache anyway; a backlog worked
-// through would make the broker's RSS as large as the file. Dropping the
-// mapping of the pages costs a page fault at the next touch, nothing else.
-// It runs inside a read transaction, which keeps bbolt from remapping the
-// file meanwhile.
+// unmap drops the file's pages from the broker's address space
+// (boltpages): a backlog worked through would otherwise leave the broker's
+// RSS as large as the file.
 func (st *store) unmap() {
 	_ = st.view(func(tx *bolt.Tx) error {
-		dropMapping(tx.DB().Info().Data, tx.Size())
+		boltpages.Drop(tx)
 		return nil
 	})
 }

@@ -1,0 +1,6 @@
+//go:build !linux
+
+package boltpages
+
+// drop does nothing outside Linux.
+func drop(uintptr, int64) {}
