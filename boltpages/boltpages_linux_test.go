@@ -3,34 +3,13 @@ package boltpages
 import (
 	"bytes"
 	"encoding/binary"
-	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
-)
 
-// rssFile is the process's file-backed resident memory, from /proc/self/status.
-func rssFile(t *testing.T) int64 {
-	t.Helper()
-	data, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for line := range strings.Lines(string(data)) {
-		if v, ok := strings.CutPrefix(line, "RssFile:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return kb << 10
-		}
-	}
-	t.Fatal("no RssFile in /proc/self/status")
-	return 0
-}
+	"github.com/lpsdev/lps/internal/testutil"
+)
 
 // TestDropLeavesTheFileOutOfRSS: reading a 32 MiB bbolt file through its mapping makes it
 // resident; Drop takes it out again, and the data reads back unchanged afterwards.
@@ -76,16 +55,16 @@ func TestDropLeavesTheFileOutOfRSS(t *testing.T) {
 		}
 	}
 	readAll()
-	before := rssFile(t)
+	before := testutil.RSSFile(t)
 	if err := db.View(func(tx *bolt.Tx) error { Drop(tx); return nil }); err != nil {
 		t.Fatal(err)
 	}
-	after := rssFile(t)
+	after := testutil.RSSFile(t)
 	if before-after < n*size/2 {
 		t.Errorf("RssFile %d kB after reading the file, %d kB after Drop: want at least 16 MiB less", before>>10, after>>10)
 	}
 	readAll()
-	if again := rssFile(t); again-after < n*size/2 {
+	if again := testutil.RSSFile(t); again-after < n*size/2 {
 		t.Errorf("RssFile %d kB after Drop, %d kB after reading again: the test does not see the mapping", after>>10, again>>10)
 	}
 }

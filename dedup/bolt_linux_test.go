@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -25,21 +23,7 @@ func TestBoltKeepsItsFileOutOfRSS(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	rss := func() int64 {
-		data, err := os.ReadFile("/proc/self/status")
-		if err != nil {
-			t.Fatal(err)
-		}
-		for line := range strings.Lines(string(data)) {
-			if v, ok := strings.CutPrefix(line, "RssFile:"); ok {
-				kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-				return kb << 10
-			}
-		}
-		t.Fatal("no RssFile in /proc/self/status")
-		return 0
-	}
-	base := rss()
+	base := testutil.RSSFile(t)
 	// 300,000 keys, written straight into the file (Done would fsync in batches of 500).
 	const n = 300_000
 	exp := binary.BigEndian.AppendUint64(nil, uint64(time.Now().Add(time.Hour).UnixNano()))
@@ -66,7 +50,7 @@ func TestBoltKeepsItsFileOutOfRSS(t *testing.T) {
 		}
 	}
 	testutil.Eventually(t, 10*time.Second, func() error {
-		if grown := rss() - base; grown > fi.Size()/4 {
+		if grown := testutil.RSSFile(t) - base; grown > fi.Size()/4 {
 			return fmt.Errorf("RssFile grew by %d kB for a file of %d kB", grown>>10, fi.Size()>>10)
 		}
 		return nil
