@@ -26,7 +26,7 @@ func BenchmarkStoreRecord(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			ctx := context.Background()
 			var s Store
-			var seq atomic.Int64 // alarms recorded
+			var seq atomic.Int64     // alarms recorded
 			var outside func() int64 // bytes kept outside the heap
 			switch name {
 			case "memory":
