@@ -1,7 +1,6 @@
 package rastsim
 
 import (
-	"maps"
 	"sync"
 )
 
@@ -29,13 +28,14 @@ type CommandCounts struct {
 // ledger is the simulator's shared state: the PR1/PR3 bookkeeping and the per-id counts. One
 // mutex guards it all; every critical section is a few map and counter updates, which is cheap
 // next to an HTTP request even with hundreds in flight, and keeps PR1 and the counts consistent.
-// The per-id map grows by one entry per distinct Request-Id (tens of bytes each), which is what
-// an experiment's ledger needs; a simulator is restarted between experiments.
+// The per-id counts grow with every distinct Request-Id (4 bytes each for the load generator's
+// ids, see idCounts), which is what an experiment's ledger needs; a simulator is restarted
+// between experiments.
 type ledger struct {
 	mu        sync.Mutex
 	inFlight  int
 	finished  uint64 // commands finished since start; PR3 = finished now - finished at arrival
-	received  map[string]int
+	received  *idCounts
 	total     int
 	dups      int
 	byCommand map[string]*CommandCounts
@@ -53,8 +53,7 @@ func (s *Sim) arrive(id, cmd string) arrival {
 	l.mu.Lock()
 	a := arrival{pr1: l.inFlight, finished: l.finished}
 	l.inFlight++
-	n := l.received[id]
-	l.received[id] = n + 1
+	n := l.received.add(id)
 	l.total++
 	cc := l.byCommand[cmd]
 	if cc == nil {
@@ -104,7 +103,7 @@ func (s *Sim) Counts() Counts {
 	defer l.mu.Unlock()
 	c := Counts{
 		Received:   l.total,
-		Distinct:   len(l.received),
+		Distinct:   l.received.distinct,
 		Duplicates: l.dups,
 		InFlight:   l.inFlight,
 		ByCommand:  make(map[string]CommandCounts, len(l.byCommand)),
@@ -115,29 +114,16 @@ func (s *Sim) Counts() Counts {
 	return c
 }
 
-// idCount is one entry of the per-id ledger.
-type idCount struct {
-	id string
-	n  int
-}
-
-// receivedSnapshot returns the per-id ledger as a slice, cheaper to copy than the map.
-func (s *Sim) receivedSnapshot() []idCount {
+// receivedSnapshot returns a copy of the per-id counts, to be read outside the lock.
+func (s *Sim) receivedSnapshot() *idCounts {
 	l := &s.ledger
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	out := make([]idCount, 0, len(l.received))
-	for id, n := range l.received {
-		out = append(out, idCount{id, n})
-	}
-	return out
+	return l.received.clone()
 }
 
 // Received returns a copy of the per-id ledger: every Request-Id received and how many times
 // it arrived.
 func (s *Sim) Received() map[string]int {
-	l := &s.ledger
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return maps.Clone(l.received)
+	return s.receivedSnapshot().toMap()
 }

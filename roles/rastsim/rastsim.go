@@ -13,7 +13,6 @@ package rastsim
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -128,7 +127,7 @@ func New(cfg Config) (*Sim, error) {
 		return nil, fmt.Errorf("registering metrics: %w", err)
 	}
 	s.metrics = m
-	s.ledger.received = make(map[string]int)
+	s.ledger.received = newIDCounts()
 	s.ledger.byCommand = make(map[string]*CommandCounts)
 
 	mux := http.NewServeMux()
@@ -309,25 +308,17 @@ type RequestsBody struct {
 	Requests map[string]int `json:"requests"`
 }
 
-// serveRequests writes RequestsBody entry by entry from a snapshot of the ledger. An hour of
+// serveRequests writes RequestsBody entry by entry from a copy of the ledger. An hour of
 // alarms is millions of ids: a copy of the map and encoding/json's sorted keys and whole-body
 // buffer made this answer the simulator's largest use of memory (more than 40 MB at 60,000 ids),
-// where a snapshot is 24 bytes an id. The ids are in no particular order.
+// where the copy is 4 bytes a load generator's id. The ids are in no particular order.
 func (s *Sim) serveRequests(w http.ResponseWriter, r *http.Request) {
 	snap := s.receivedSnapshot()
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
 	bw := bufio.NewWriterSize(w, 32<<10)
 	bw.WriteString(`{"requests":{`)
-	for i, e := range snap {
-		if i > 0 {
-			bw.WriteByte(',')
-		}
-		key, _ := json.Marshal(e.id) // a string always encodes
-		bw.Write(key)
-		bw.WriteByte(':')
-		bw.WriteString(strconv.Itoa(e.n))
-	}
+	snap.writeJSON(bw)
 	bw.WriteString("}}\n")
 	bw.Flush()
 }
