@@ -141,19 +141,37 @@ func (c *idCounts) each(f func(id []byte, n int)) {
 	}
 }
 
-// writeJSON writes the counts as the members of a JSON object, "id":n,….
+// writeJSON writes the counts as the members of a JSON object, "id":n,…. A series's prefix is
+// escaped once; its numbers need no escaping.
 func (c *idCounts) writeJSON(w *bufio.Writer) {
-	first := true
-	c.each(func(id []byte, n int) {
-		if !first {
-			w.WriteByte(',')
+	sep := func() {}
+	comma := func() { w.WriteByte(',') }
+	var num []byte
+	for p, s := range c.seqs {
+		key, _ := json.Marshal(p) // a string always encodes
+		open := key[:len(key)-1]  // without its closing quote
+		for n, k := range s {
+			if k == 0 || k == inOther {
+				continue
+			}
+			sep()
+			sep = comma
+			w.Write(open)
+			num = appendSeqID(num[:0], "", n) // "-0000001"
+			w.Write(num)
+			w.WriteByte('"')
+			w.WriteByte(':')
+			w.Write(strconv.AppendUint(num[:0], uint64(k), 10))
 		}
-		first = false
-		key, _ := json.Marshal(string(id)) // a string always encodes
+	}
+	for id, n := range c.other {
+		sep()
+		sep = comma
+		key, _ := json.Marshal(id)
 		w.Write(key)
 		w.WriteByte(':')
-		w.WriteString(strconv.Itoa(n))
-	})
+		w.Write(strconv.AppendInt(num[:0], int64(n), 10))
+	}
 }
 
 // toMap returns the counts as a map of id to arrivals.
