@@ -16,9 +16,10 @@ import (
 // The heap is what decides comp2's memory: at 1,000 alarms/s the default window is 600,000
 // keys. So the window is cut into generations of TTL/memSweeps by the time a key was recorded.
 // Only the current one is a map; a generation that ends is frozen into a sorted array of
-// 20-byte records (the key and when it was recorded within its generation), about 21 bytes of
-// heap per key against 54 to 66 for one map of all keys, and a generation whose every key has
-// expired is dropped whole, without a sweep. A lookup asks the map and then each frozen
+// 20-byte records (the key and when it was recorded within its generation) with a byte of
+// index: 24 bytes of heap per key with the current generation's map, against 54 to 67 for one
+// map of all keys (BenchmarkStoreRecord). A generation whose every key has expired is dropped
+// whole, without a sweep. A lookup asks the map and then each frozen
 // generation, newest first, through an index of its keys' leading bits.
 type Memory struct {
 	// TTL is the window; zero means DefaultTTL.
