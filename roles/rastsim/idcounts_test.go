@@ -112,7 +112,7 @@ func TestIDCountsFarAheadThenReached(t *testing.T) {
 
 // BenchmarkIDCounts reports the heap a ledger of b.N load generator ids takes:
 //
-//	go test -run '^$' -bench IDCounts -benchtime 1000000x ./roles/rastsim/
+//	go test -run '^$' -bench '^BenchmarkIDCounts$' -benchtime 1000000x ./roles/rastsim/
 func BenchmarkIDCounts(b *testing.B) {
 	for _, kind := range []string{"ledger", "map"} {
 		b.Run(kind, func(b *testing.B) {
