@@ -67,7 +67,7 @@ func BenchmarkStoreRecord(b *testing.B) {
 			if outside != nil {
 				before = outside()
 			}
-			heapBefore := heapInUse()
+			heapBefore := testutil.HeapInUse()
 			b.SetParallelism(8) // 16 concurrent forwards on two cores, as a busy comp2 has
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
@@ -86,20 +86,13 @@ func BenchmarkStoreRecord(b *testing.B) {
 			})
 			b.StopTimer()
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "alarms/s")
-			b.ReportMetric(float64(heapInUse()-heapBefore)/float64(b.N), "heap-B/alarm")
+			b.ReportMetric(float64(testutil.HeapInUse()-heapBefore)/float64(b.N), "heap-B/alarm")
 			if outside != nil {
 				b.ReportMetric(float64(outside()-before)/float64(b.N), "stored-B/alarm")
 			}
 			runtime.KeepAlive(s)
 		})
 	}
-}
-
-func heapInUse() int64 {
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return int64(m.HeapInuse)
 }
 
 func redisUsedMemory(b *testing.B, s *Redis) int64 {

@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -26,4 +27,13 @@ func RSSFile(t testing.TB) int64 {
 	}
 	t.Fatal("no RssFile in /proc/self/status")
 	return 0
+}
+
+// HeapInUse is the heap's in-use bytes after a garbage collection: what a data structure the
+// test built keeps, for benchmarks that report bytes per entry.
+func HeapInUse() int64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapInuse)
 }

@@ -10,6 +10,8 @@ import (
 	"reflect"
 	"runtime"
 	"testing"
+
+	"github.com/lpsdev/lps/internal/testutil"
 )
 
 // TestIDCountsMatchAMap: whatever the ids (the load generator's, near misses of its format,
@@ -116,7 +118,7 @@ func TestIDCountsFarAheadThenReached(t *testing.T) {
 func BenchmarkIDCounts(b *testing.B) {
 	for _, kind := range []string{"ledger", "map"} {
 		b.Run(kind, func(b *testing.B) {
-			before := heapInUse()
+			before := testutil.HeapInUse()
 			c, m := newIDCounts(), map[string]int{}
 			for i := range b.N {
 				id := fmt.Sprintf("performance-lps-s01-%07d", i)
@@ -126,18 +128,11 @@ func BenchmarkIDCounts(b *testing.B) {
 					m[id]++
 				}
 			}
-			b.ReportMetric(float64(heapInUse()-before)/float64(b.N), "heap-B/id")
+			b.ReportMetric(float64(testutil.HeapInUse()-before)/float64(b.N), "heap-B/id")
 			runtime.KeepAlive(c)
 			runtime.KeepAlive(m)
 		})
 	}
-}
-
-func heapInUse() int64 {
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	return int64(ms.HeapInuse)
 }
 
 // BenchmarkIDCountsJSON writes a ledger of 600,000 load generator ids (10 minutes at 1,000
