@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gomodule/redigo/redis"
+
 	"github.com/lpsdev/lps/internal/testutil"
 )
 
@@ -96,7 +98,7 @@ func BenchmarkStoreRecord(b *testing.B) {
 }
 
 func redisUsedMemory(b *testing.B, s *Redis) int64 {
-	info, err := s.c.Info(context.Background(), "memory").Result()
+	info, err := redis.String(s.command(context.Background(), "INFO", "memory"))
 	if err != nil {
 		b.Fatal(err)
 	}

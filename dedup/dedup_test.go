@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gomodule/redigo/redis"
+
 	"github.com/lpsdev/lps/internal/testutil"
 )
 
@@ -57,7 +59,7 @@ func stores() []storeCase {
 			return s, func() {
 				// Redis keeps time itself: wait until the record is gone.
 				testutil.Eventually(t, 10*ttl+5*time.Second, func() error {
-					n, err := s.c.Keys(context.Background(), RedisPrefix+"*").Result()
+					n, err := redis.Strings(s.command(context.Background(), "KEYS", RedisPrefix+"*"))
 					if err != nil || len(n) > 0 {
 						return fmt.Errorf("%d keys left (%v)", len(n), err)
 					}

@@ -1,0 +1,101 @@
+package dedup
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lpsdev/lps/internal/testutil"
+)
+
+// A URL the store cannot use is an error when comp2 starts, not at its first alarm.
+func TestRedisBadURL(t *testing.T) {
+	for _, url := range []string{
+		"http://127.0.0.1:6379",
+		"127.0.0.1:6379",
+		"redis://127.0.0.1:6379/x",
+		"redis://127.0.0.1:6379/1/2",
+		"redis:opaque",
+		"redis://[::1",
+	} {
+		if s, err := NewRedis(url, time.Minute); err == nil {
+			s.Close()
+			t.Errorf("NewRedis(%q): no error", url)
+		} else if !strings.Contains(err.Error(), url) {
+			t.Errorf("NewRedis(%q): %v; want the URL in the error", url, err)
+		}
+	}
+}
+
+// NewRedis does not connect; Ping names the address that does not answer.
+func TestRedisAwayAtStart(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	s, err := NewRedis("redis://"+addr, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Ping(ctx); err == nil || !strings.Contains(err.Error(), addr) {
+		t.Fatalf("Ping with nothing at %s: %v; want an error naming the address", addr, err)
+	}
+}
+
+// A server that takes the connection and never answers fails an operation after the client's
+// timeout, well before the caller's own deadline: comp2 answers 503 instead of hanging.
+func TestRedisSilentServerTimesOut(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			go func() { _, _ = c.Read(make([]byte, 1<<16)) }()
+		}
+	}()
+	s, err := NewRedis("redis://"+ln.Addr().String(), time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*redisIOTimeout)
+	defer cancel()
+	_, err = s.Claim(ctx, KeyOf("r-1", "a"), time.Second)
+	if err == nil || errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Claim against a silent server: %v; want the client's own timeout", err)
+	}
+}
+
+// The database in the URL is used: two stores on two databases of one server do not share keys.
+func TestRedisDatabaseFromURL(t *testing.T) {
+	r := testutil.StartRedis(t)
+	a := openRedis(t, r.URL, time.Minute)
+	b := openRedis(t, r.URL+"/1", time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	k := KeyOf("r-1", "a")
+	if st, err := a.Claim(ctx, k, time.Minute); st != Claimed || err != nil {
+		t.Fatalf("claim on db 0: %v %v", st, err)
+	}
+	if st, err := b.Claim(ctx, k, time.Minute); st != Claimed || err != nil {
+		t.Fatalf("claim on db 1 of a key held on db 0: %v %v; want Claimed", st, err)
+	}
+	if st, err := openRedis(t, r.URL+"/0", time.Minute).Claim(ctx, k, time.Minute); st != Busy || err != nil {
+		t.Fatalf("claim on db 0 again: %v %v; want Busy", st, err)
+	}
+}
