@@ -3,6 +3,7 @@ package rastsim
 import (
 	"bufio"
 	"encoding/json"
+	"maps"
 	"math"
 	"slices"
 	"strconv"
@@ -116,12 +117,9 @@ func (c *idCounts) add(id string) int {
 // clone copies the counts, so that they can be read outside the simulator's lock: 4 bytes a
 // sequence id, where a copy of the map was 24 bytes and a string an id.
 func (c *idCounts) clone() *idCounts {
-	cp := &idCounts{seqs: make(map[string][]uint32, len(c.seqs)), other: make(map[string]int, len(c.other)), distinct: c.distinct, spilled: c.spilled}
+	cp := &idCounts{seqs: make(map[string][]uint32, len(c.seqs)), other: maps.Clone(c.other), distinct: c.distinct, spilled: c.spilled}
 	for p, s := range c.seqs {
-		cp.seqs[p] = append([]uint32(nil), s...)
-	}
-	for id, n := range c.other {
-		cp.other[id] = n
+		cp.seqs[p] = slices.Clone(s)
 	}
 	return cp
 }

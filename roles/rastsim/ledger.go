@@ -1,8 +1,6 @@
 package rastsim
 
-import (
-	"sync"
-)
+import "sync"
 
 // Counts is what the simulator received: every command that matched the mapping and was
 // POSTed, counted by Request-Id. Received = Distinct + Duplicates.
