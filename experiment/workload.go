@@ -283,13 +283,7 @@ func (w *workload) pending(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	missing := 0
-	for _, e := range w.ledger.Entries() {
-		if e.Acked && received[e.ID] == 0 {
-			missing++
-		}
-	}
-	if missing > 0 {
+	if missing := w.ledger.Missing(received); missing > 0 {
 		return fmt.Sprintf("%d acknowledged alarms not yet at rast-sim", missing), nil
 	}
 	return "", nil
@@ -391,25 +385,14 @@ func stepLabel(s report.Step) string {
 // stepFigures fills a step's response times from the alarms of its load acknowledged so far,
 // and marks it as the last when they exceed the original's limits.
 func (w *workload) stepFigures(st *report.Step, prefix string) {
-	var sum, worst time.Duration
-	for _, e := range w.ledger.Entries() {
-		if !strings.HasPrefix(e.ID, prefix) {
-			continue
-		}
-		lat := e.Latency
-		if !e.Acked {
-			lat = st.End.Sub(e.SentAt) // still waiting: at least this long
-		} else {
-			st.Acked++
-		}
-		sum += lat
-		worst = max(worst, lat)
-	}
+	// The step's load is still running: Summary keeps the ledger's lock short.
+	sum := w.ledger.Summary(prefix, st.End) // an alarm still waiting counts as waiting since it was sent
+	st.Acked = sum.Acked
 	if n := st.Acked; n > 0 {
-		st.Avg = report.Ms(sum / time.Duration(n))
+		st.Avg = report.Ms(sum.Sum / time.Duration(n))
 	}
-	st.Max = report.Ms(worst)
-	st.Stopped = st.Avg.Duration() > StepAvgLimit || worst > StepMaxLimit
+	st.Max = report.Ms(sum.Max)
+	st.Stopped = st.Avg.Duration() > StepAvgLimit || sum.Max > StepMaxLimit
 }
 
 // writeLedger writes the per-request CSV.

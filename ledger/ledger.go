@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -50,7 +51,7 @@ type Ledger struct {
 
 	mu      sync.Mutex
 	entries map[string]*Entry
-	order   []string // ids in the order they were first sent
+	order   []*Entry // the entries in the order their ids were first sent
 	hist    *hdrhistogram.Histogram
 	clamped int
 }
@@ -70,7 +71,7 @@ func (l *Ledger) entry(id string, at time.Time) *Entry {
 	if e == nil {
 		e = &Entry{ID: id, SentAt: at}
 		l.entries[id] = e
-		l.order = append(l.order, id)
+		l.order = append(l.order, e)
 	}
 	return e
 }
@@ -137,10 +138,58 @@ func (l *Ledger) Entries() []Entry {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	out := make([]Entry, 0, len(l.order))
-	for _, id := range l.order {
-		out = append(out, *l.entries[id])
+	for _, e := range l.order {
+		out = append(out, *e)
 	}
 	return out
+}
+
+// Missing counts the acknowledged ids that received (rast-sim's counts by id) has no copy of:
+// what a drain still waits for. Compare says the same and much more, at a cost a poll every
+// 0.2 s should not pay.
+func (l *Ledger) Missing(received map[string]int) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, e := range l.order {
+		if e.Acked && received[e.ID] == 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// Summary is what Ledger.Summary returns.
+type Summary struct {
+	// Acked counts the acknowledged ids.
+	Acked int
+	// Sum and Max are of the latencies of every id, where one not yet acknowledged counts as
+	// waiting since it was sent.
+	Sum, Max time.Duration
+}
+
+// Summary sums up the ids that start with prefix as of at. It is for a load that is still
+// running: one pass under the lock and no allocation, where Entries copies every entry while
+// the load waits to record its sends and acknowledgements (0.5 s at 600,000 entries, which
+// showed as the response time of the alarms of that moment).
+func (l *Ledger) Summary(prefix string, at time.Time) Summary {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var s Summary
+	for _, e := range l.order {
+		if !strings.HasPrefix(e.ID, prefix) {
+			continue
+		}
+		lat := e.Latency
+		if e.Acked {
+			s.Acked++
+		} else {
+			lat = at.Sub(e.SentAt)
+		}
+		s.Sum += lat
+		s.Max = max(s.Max, lat)
+	}
+	return s
 }
 
 // Latency returns the percentiles of the acknowledged alarms' latencies so far.
@@ -179,8 +228,8 @@ func (l *Ledger) Compare(received map[string]int) Report {
 	defer l.mu.Unlock()
 	var r Report
 	r.Sent = len(l.entries)
-	for _, id := range l.order {
-		e := l.entries[id]
+	for _, e := range l.order {
+		id := e.ID
 		r.Attempts += e.Attempts
 		if e.Attempts > 1 {
 			r.Retried++
