@@ -99,3 +99,38 @@ func TestRedisDatabaseFromURL(t *testing.T) {
 		t.Fatalf("claim on db 0 again: %v %v; want Busy", st, err)
 	}
 }
+
+// The URL's credentials are used: a password alone (requirepass) and an ACL user with one.
+func TestRedisCredentialsFromURL(t *testing.T) {
+	r := testutil.StartRedis(t)
+	admin := openRedis(t, r.URL, time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := admin.command(ctx, "ACL", "SETUSER", "comp2", "on", ">s3cret", "~lps:*", "+@all"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.command(ctx, "CONFIG", "SET", "requirepass", "hunter2"); err != nil {
+		t.Fatal(err)
+	}
+	host := strings.TrimPrefix(r.URL, "redis://")
+	for _, c := range []struct {
+		url string
+		ok  bool
+	}{
+		{"redis://:hunter2@" + host, true},
+		{"redis://comp2:s3cret@" + host, true},
+		{"redis://" + host, false},
+		{"redis://:wrong@" + host, false},
+		{"redis://comp2:wrong@" + host, false},
+	} {
+		s, err := NewRedis(c.url, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = s.Claim(ctx, KeyOf("r-1", c.url), time.Minute)
+		s.Close()
+		if (err == nil) != c.ok {
+			t.Errorf("Claim through %s: %v; want ok=%v", c.url, err, c.ok)
+		}
+	}
+}
