@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	neturl "net/url"
+	"runtime"
 	"strings"
 	"time"
 
@@ -44,9 +45,12 @@ const redisForwarded = "forwarded"
 const (
 	redisDialTimeout = 5 * time.Second
 	redisIOTimeout   = 3 * time.Second
-	redisMaxIdle     = 16
 	redisIdleTimeout = 5 * time.Minute
 )
+
+// redisMaxActive bounds the connections to the server as go-redis's pool did (ten per
+// processor): a burst of alarms queues for a connection instead of opening thousands.
+func redisMaxActive() int { return 10 * runtime.GOMAXPROCS(0) }
 
 // claimScript takes a key for ARGV[1] (a claim) for ARGV[2] milliseconds unless it is there:
 // 0 claimed, 1 forwarded, 2 claimed by someone else. One round trip, atomic.
@@ -105,7 +109,9 @@ func NewRedis(url string, ttl time.Duration) (*Redis, error) {
 				redis.DialReadTimeout(redisIOTimeout),
 				redis.DialWriteTimeout(redisIOTimeout))
 		},
-		MaxIdle:     redisMaxIdle,
+		MaxIdle:     redisMaxActive(), // fewer would close and reopen connections under load
+		MaxActive:   redisMaxActive(),
+		Wait:        true, // for a free connection, until ctx ends
 		IdleTimeout: redisIdleTimeout,
 	}
 	return &Redis{pool: pool, addr: addr, ttl: ttl, token: "claim:" + hex.EncodeToString(b[:])}, nil

@@ -3,10 +3,14 @@ package dedup
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gomodule/redigo/redis"
 
 	"github.com/lpsdev/lps/internal/testutil"
 )
@@ -132,5 +136,51 @@ func TestRedisCredentialsFromURL(t *testing.T) {
 		if (err == nil) != c.ok {
 			t.Errorf("Claim through %s: %v; want ok=%v", c.url, err, c.ok)
 		}
+	}
+}
+
+// A burst of operations shares a bounded pool: it waits for a connection instead of opening
+// one per operation.
+func TestRedisPoolIsBounded(t *testing.T) {
+	r := testutil.StartRedis(t)
+	s := openRedis(t, r.URL, time.Minute)
+	admin := openRedis(t, r.URL, time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	opened := func() int {
+		t.Helper()
+		info, err := redis.String(admin.command(ctx, "INFO", "stats"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(info, "\n") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(l), "total_connections_received:"); ok {
+				n, err := strconv.Atoi(v)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+		}
+		t.Fatal("no total_connections_received in INFO stats")
+		return 0
+	}
+	before := opened()
+	const burst = 2000
+	errs := make(chan error, burst)
+	for i := range burst {
+		go func() {
+			_, err := s.Claim(ctx, KeyOf(fmt.Sprintf("r-%d", i), "a"), time.Minute)
+			errs <- err
+		}()
+	}
+	for range burst {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The store already had one connection from its Ping.
+	if n := opened() - before; n > redisMaxActive() {
+		t.Errorf("%d operations at once opened %d connections; the pool's bound is %d", burst, n, redisMaxActive())
 	}
 }
