@@ -37,9 +37,10 @@ const connectTimeout = 30 * time.Second
 // and waits for their goroutines, so that mochi's Listeners.CloseAll finds
 // nothing left to wait for.
 type listener struct {
-	id  string
-	ln  net.Listener
-	log *zap.Logger
+	id   string
+	ln   net.Listener
+	log  *zap.Logger
+	ends *connEnds // when mochi is done with a connection (handover.go)
 
 	mu      sync.Mutex
 	closed  bool
@@ -53,11 +54,12 @@ type listener struct {
 
 var _ listeners.Listener = (*listener)(nil)
 
-func newListener(id string, ln net.Listener, log *zap.Logger) *listener {
+func newListener(id string, ln net.Listener, ends *connEnds, log *zap.Logger) *listener {
 	return &listener{
 		id:      id,
 		ln:      ln,
 		log:     log,
+		ends:    ends,
 		conns:   map[net.Conn]struct{}{},
 		lingers: map[*lingerConn]struct{}{},
 		closing: make(chan struct{}),
@@ -115,7 +117,9 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 			_ = c.Close()
 			return
 		}
+		l.ends.started(c)
 		go func() {
+			defer l.ends.done(c) // after untrack: the connection is closed by then
 			defer l.untrack(c)
 			if err := establish(l.id, c); err != nil {
 				l.log.Debug("mqtt connection ended", zap.String("remote", c.RemoteAddr().String()), zap.Error(err))
