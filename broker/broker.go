@@ -314,11 +314,11 @@ func New(cfg Config) (_ *Broker, err error) {
 		return nil, err
 	}
 	b.disp.acc = acc
-	ends := newConnEnds()
+	b.ln = newListener("lps", ln, b.log.Named("listener"))
 	hooks := []mqtt.Hook{&authHook{access: acc, srv: b.srv, log: b.log.Named("auth")}, &keepAliveHook{max: uint16(cfg.MaxKeepAlive / time.Second)},
 		// Before the store and the dispatcher: a connection's session is theirs only once the
 		// previous connection of its client id has ended.
-		newHandoverHook(b.srv, ends, b.disp.OnSubscribed, b.log.Named("handover"))}
+		newHandoverHook(b.srv, b.ln.ended, b.disp.OnSubscribed, b.log.Named("handover"))}
 	if b.st != nil {
 		hooks = append(hooks, b.st)
 		if err := b.disp.load(); err != nil {
@@ -334,7 +334,6 @@ func New(cfg Config) (_ *Broker, err error) {
 		}
 	}
 
-	b.ln = newListener("lps", ln, ends, b.log.Named("listener"))
 	if err := b.srv.AddListener(b.ln); err != nil {
 		return nil, fmt.Errorf("adding listener: %w", err)
 	}

@@ -30,7 +30,7 @@ import (
 type handoverHook struct {
 	mqtt.HookBase
 	srv          *mqtt.Server
-	ends         *connEnds
+	ended        func(net.Conn) <-chan struct{}                         // the listener's
 	resubscribed func(cl *mqtt.Client, pk packets.Packet, codes []byte) // the dispatcher's OnSubscribed
 	log          *zap.Logger
 
@@ -50,8 +50,8 @@ const handoverTimeout = 10 * time.Second
 
 var _ mqtt.Hook = (*handoverHook)(nil)
 
-func newHandoverHook(srv *mqtt.Server, ends *connEnds, resubscribed func(*mqtt.Client, packets.Packet, []byte), log *zap.Logger) *handoverHook {
-	return &handoverHook{srv: srv, ends: ends, resubscribed: resubscribed, log: log, last: map[string]*handover{}}
+func newHandoverHook(srv *mqtt.Server, ended func(net.Conn) <-chan struct{}, resubscribed func(*mqtt.Client, packets.Packet, []byte), log *zap.Logger) *handoverHook {
+	return &handoverHook{srv: srv, ended: ended, resubscribed: resubscribed, log: log, last: map[string]*handover{}}
 }
 
 // ID identifies the hook to mochi.
@@ -76,7 +76,7 @@ func (h *handoverHook) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
 	// Forgotten when it has ended, not at OnDisconnect: that runs before the end that races a
 	// new connection, which must still find this one then.
 	go func() {
-		<-h.ends.ended(cl.Net.Conn)
+		<-h.ended(cl.Net.Conn)
 		h.mu.Lock()
 		defer h.mu.Unlock()
 		if h.last[cl.ID] == e {
@@ -100,7 +100,7 @@ func (h *handoverHook) wait(cl, prev *mqtt.Client) {
 	t := time.NewTimer(handoverTimeout)
 	defer t.Stop()
 	select {
-	case <-h.ends.ended(prev.Net.Conn):
+	case <-h.ended(prev.Net.Conn):
 	case <-t.C:
 		h.log.Warn("the previous connection of a client id has not ended; going on without it",
 			zap.String("client", cl.ID), zap.Duration("waited", handoverTimeout))
@@ -139,40 +139,4 @@ func (h *handoverHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 		codes = append(codes, sub.Qos)
 	}
 	h.resubscribed(cl, pk, codes)
-}
-
-// connEnds tells when mochi is done with a connection: when its EstablishConnection, which
-// reads the connection and then ends its session, has returned.
-type connEnds struct {
-	mu   sync.Mutex
-	open map[net.Conn]chan struct{}
-}
-
-func newConnEnds() *connEnds { return &connEnds{open: map[net.Conn]chan struct{}{}} }
-
-// started registers a connection before it is handed to mochi.
-func (e *connEnds) started(c net.Conn) {
-	e.mu.Lock()
-	e.open[c] = make(chan struct{})
-	e.mu.Unlock()
-}
-
-// done marks c's end.
-func (e *connEnds) done(c net.Conn) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if ch := e.open[c]; ch != nil {
-		close(ch)
-		delete(e.open, c)
-	}
-}
-
-// ended is closed when c has ended (at once if it has, or was never registered).
-func (e *connEnds) ended(c net.Conn) <-chan struct{} {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if ch := e.open[c]; ch != nil {
-		return ch
-	}
-	return closedChan // commit.go's
 }

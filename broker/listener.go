@@ -37,30 +37,28 @@ const connectTimeout = 30 * time.Second
 // and waits for their goroutines, so that mochi's Listeners.CloseAll finds
 // nothing left to wait for.
 type listener struct {
-	id   string
-	ln   net.Listener
-	log  *zap.Logger
-	ends *connEnds // when mochi is done with a connection (handover.go)
+	id  string
+	ln  net.Listener
+	log *zap.Logger
 
 	mu      sync.Mutex
 	closed  bool
 	serving bool
-	conns   map[net.Conn]struct{}
-	lingers map[*lingerConn]struct{} // closed, still reading (linger.go)
-	closing chan struct{}            // closed when Close starts
-	served  chan struct{}            // closed when Serve returns
+	conns   map[net.Conn]chan struct{} // each closed when mochi is done with it (ended)
+	lingers map[*lingerConn]struct{}   // closed, still reading (linger.go)
+	closing chan struct{}              // closed when Close starts
+	served  chan struct{}              // closed when Serve returns
 	wg      sync.WaitGroup
 }
 
 var _ listeners.Listener = (*listener)(nil)
 
-func newListener(id string, ln net.Listener, ends *connEnds, log *zap.Logger) *listener {
+func newListener(id string, ln net.Listener, log *zap.Logger) *listener {
 	return &listener{
 		id:      id,
 		ln:      ln,
 		log:     log,
-		ends:    ends,
-		conns:   map[net.Conn]struct{}{},
+		conns:   map[net.Conn]chan struct{}{},
 		lingers: map[*lingerConn]struct{}{},
 		closing: make(chan struct{}),
 		served:  make(chan struct{}),
@@ -117,9 +115,7 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 			_ = c.Close()
 			return
 		}
-		l.ends.started(c)
 		go func() {
-			defer l.ends.done(c) // after untrack: the connection is closed by then
 			defer l.untrack(c)
 			if err := establish(l.id, c); err != nil {
 				l.log.Debug("mqtt connection ended", zap.String("remote", c.RemoteAddr().String()), zap.Error(err))
@@ -140,7 +136,7 @@ func (l *listener) track(c net.Conn) bool {
 	if l.closed {
 		return false
 	}
-	l.conns[c] = struct{}{}
+	l.conns[c] = make(chan struct{})
 	l.wg.Add(1)
 	return true
 }
@@ -167,10 +163,24 @@ func (l *listener) unlinger(c *lingerConn) {
 
 func (l *listener) untrack(c net.Conn) {
 	l.mu.Lock()
+	ended := l.conns[c]
 	delete(l.conns, c)
 	l.mu.Unlock()
 	_ = c.Close()
+	close(ended)
 	l.wg.Done()
+}
+
+// ended is closed when mochi is done with c: its EstablishConnection, which reads the
+// connection and then ends its session, has returned (handover.go). At once for a connection
+// that is not open.
+func (l *listener) ended(c net.Conn) <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if ch := l.conns[c]; ch != nil {
+		return ch
+	}
+	return closedChan // commit.go's
 }
 
 // Close stops accepting, disconnects the clients of this listener through
