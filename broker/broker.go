@@ -188,6 +188,9 @@ type Config struct {
 	Registerer prometheus.Registerer
 
 	window int // tests only: the in-memory window of a group queue; 0: groupWindow
+	// tests only: what the handover learns of a connection's end passes through it, so that a
+	// test can hold a new connection between its CONNACK and its attach; nil: passed straight.
+	handoverGate func(ended <-chan struct{}) <-chan struct{}
 }
 
 // Stats is a snapshot of what the broker holds.
@@ -315,10 +318,14 @@ func New(cfg Config) (_ *Broker, err error) {
 	}
 	b.disp.acc = acc
 	b.ln = newListener("lps", ln, b.log.Named("listener"))
+	ended := b.ln.ended
+	if gate := cfg.handoverGate; gate != nil {
+		ended = func(c net.Conn) <-chan struct{} { return gate(b.ln.ended(c)) }
+	}
 	hooks := []mqtt.Hook{&authHook{access: acc, srv: b.srv, log: b.log.Named("auth")}, &keepAliveHook{max: uint16(cfg.MaxKeepAlive / time.Second)},
 		// Before the store and the dispatcher: a connection's session is theirs only once the
 		// previous connection of its client id has ended.
-		newHandoverHook(b.srv, b.ln.ended, b.disp.OnSubscribed, b.log.Named("handover"))}
+		newHandoverHook(b.srv, ended, b.disp.OnSubscribed, b.log.Named("handover"))}
 	if b.st != nil {
 		hooks = append(hooks, b.st)
 		if err := b.disp.load(); err != nil {

@@ -67,6 +67,7 @@ type dispatcher struct {
 	groups      map[string]*group
 	declared    []*group // the groups of Config.Queues, sorted by filter; never forgotten
 	subscribing map[*mqtt.Client]pendingSubscribe
+	joining     map[string]*joining // client id → a connection resuming its session, until attached
 	wills       map[string]*time.Timer
 	delayed     delayHeap // messages published to $delayed/... waiting for their time
 
@@ -92,6 +93,7 @@ func newDispatcher(srv *mqtt.Server, st *store, log *zap.Logger, met *metrics, m
 		sessions:       map[string]*session{},
 		groups:         map[string]*group{},
 		subscribing:    map[*mqtt.Client]pendingSubscribe{},
+		joining:        map[string]*joining{},
 		wills:          map[string]*time.Timer{},
 		delayWake:      make(chan struct{}, 1),
 		delayStop:      make(chan struct{}),

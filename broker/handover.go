@@ -108,9 +108,9 @@ func (h *handoverHook) wait(cl, prev *mqtt.Client) {
 }
 
 // OnSessionEstablished waits for the end of a previous connection that mochi took over, and
-// repairs what that end removed. Until it returns the new connection's session is not the
-// dispatcher's yet: a QoS 0 message for it is dropped as for an offline session, so this wait is
-// kept to the one case that needs it.
+// repairs what that end removed. Until it returns the new connection is not attached to its
+// session: its messages wait (QoS 0 ones in the dispatcher's joining), so this wait is kept to
+// the one case that needs it.
 func (h *handoverHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	h.mu.Lock()
 	var prev *mqtt.Client

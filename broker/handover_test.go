@@ -2,7 +2,10 @@ package broker
 
 import (
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
 )
@@ -32,9 +35,8 @@ func TestReconnectRightAfterDisconnect(t *testing.T) {
 			if connack.ReasonCode != 0 {
 				t.Fatalf("try %d: CONNACK %#x", i, connack.ReasonCode)
 			}
-			// A QoS 0 message for a session is dropped until the dispatcher has attached the
-			// connection, just after the CONNACK (an offline session stores no QoS 0): a ping's
-			// answer comes after that.
+			// The SUBSCRIBE below is read only once the connection is attached; the ping checks
+			// that nothing came before its answer.
 			c.ping()
 			if clean || i == 0 {
 				c.send(packets.Packet{
@@ -56,5 +58,79 @@ func TestReconnectRightAfterDisconnect(t *testing.T) {
 			}
 			c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}})
 		}
+	}
+}
+
+// A client that resumes its session while its previous connection is still open gets the QoS 0
+// messages published between its CONNACK and the broker's attaching the new connection: mochi
+// takes the session over, the new connection waits there for the old one's end (handover.go),
+// and all the while the client is online as far as it knows. They were dropped as for an
+// offline session, or sent to the connection being replaced. A clean start gets none of them:
+// they matched the subscriptions of the session it ended.
+func TestQoS0WhileResuming(t *testing.T) {
+	for _, clean := range []bool{false, true} {
+		t.Run(fmt.Sprintf("clean=%v", clean), func(t *testing.T) {
+			var hold atomic.Bool
+			held := make(chan struct{}, 1)
+			release := make(chan struct{})
+			b := startBroker(t, Config{handoverGate: func(ended <-chan struct{}) <-chan struct{} {
+				if !hold.Load() {
+					return ended
+				}
+				select {
+				case held <- struct{}{}:
+				default:
+				}
+				out := make(chan struct{})
+				go func() { <-ended; <-release; close(out) }()
+				return out
+			}})
+			var once sync.Once
+			open := func() { once.Do(func() { close(release) }) }
+			t.Cleanup(open)
+			addr := b.Addr().String()
+
+			old, _ := dialRaw(t, addr, rawOpts{id: "resumer", expiry: 60})
+			old.send(packets.Packet{
+				FixedHeader: packets.FixedHeader{Type: packets.Subscribe},
+				PacketID:    1,
+				Filters:     packets.Subscriptions{{Filter: "resume/#", Qos: 0}},
+			})
+			old.expect(packets.Suback)
+			pub, _ := dialRaw(t, addr, rawOpts{id: "publisher"})
+
+			hold.Store(true)
+			opts := rawOpts{id: "resumer", expiry: 60}
+			if clean {
+				opts.expiry = 0
+			}
+			again, connack := dialRaw(t, addr, opts)
+			if connack.SessionPresent == clean {
+				t.Fatalf("CONNACK session present %v, want %v", connack.SessionPresent, !clean)
+			}
+			select {
+			case <-held:
+			case <-time.After(testTimeout):
+				t.Fatal("the new connection never waited for the old one's end")
+			}
+			want := []string{"resume/1", "resume/2", "resume/3"}
+			pub.publish(want[0], 0, false, "a")
+			pub.publish(want[1], 0, false, "b")
+			pub.publish(want[2], 1, false, "c") // its PUBACK: the broker has routed all three
+			if d := old.expect(packets.Disconnect); d.ReasonCode != packets.ErrSessionTakenOver.Code {
+				t.Errorf("the old connection got DISCONNECT %#x, want %#x", d.ReasonCode, packets.ErrSessionTakenOver.Code)
+			}
+			open()
+
+			if !clean {
+				for _, topic := range want {
+					got := again.expect(packets.Publish)
+					if got.TopicName != topic || got.FixedHeader.Qos != 0 {
+						t.Fatalf("got %q at QoS %d, want %q at QoS 0", got.TopicName, got.FixedHeader.Qos, topic)
+					}
+				}
+			}
+			again.ping() // its answer is the next packet: no PUBLISH before it
+		})
 	}
 }

@@ -136,9 +136,11 @@ func (d *dispatcher) routeLocked(msg *message, subs *mqtt.Subscribers, pre *batc
 		out := newOutMsg(msg)
 		out.subscribe(sub, false)
 		if out.qos == 0 {
-			if s.conn != nil {
+			switch {
+			case d.holdEarly(id, out): // a new connection is taking the session
+			case s.conn != nil:
 				qos0 = append(qos0, target{s: s, m: out})
-			} else {
+			default:
 				d.drop("qos0_offline", 1) // storing QoS 0 for a disconnected session is optional (MQTT 5 section 3.1.2.4)
 			}
 			continue

@@ -31,24 +31,62 @@ func (d *dispatcher) session(id string) *session {
 	return s
 }
 
+// joining is a connection that resumes a session, from OnSessionEstablish until
+// OnSessionEstablished attaches it. In between mochi takes the session over from
+// a connection still open, sends the CONNACK and, when the previous connection
+// is still ending, waits for it (handover.go): the client is online as far as it
+// knows. QoS 0 messages routed meanwhile wait here and go out on attach, instead
+// of being dropped as for an offline session or sent to the connection being
+// replaced.
+type joining struct {
+	cl    *mqtt.Client
+	early []*outMsg
+}
+
 // OnSessionEstablish ends the session a clean start discards
 // [MQTT-3.1.2-4] before mochi sends the CONNACK (attachClient sends it
 // between OnSessionEstablish and OnSessionEstablished): once the client has
 // read "session present 0", nothing of the old session may still be seen —
 // its queue, QueueDepth, the dropped count. OnSessionEstablished discards
 // again whatever the old connection, or a publish to the subscriptions mochi
-// drops only after this hook, added in between.
+// drops only after this hook, added in between. A connection that resumes
+// its session is noted as joining it.
 func (d *dispatcher) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
-	if !pk.Connect.Clean {
-		return
-	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if s := d.sessions[cl.ID]; s != nil && !d.closed {
+	if d.closed {
+		return
+	}
+	if !pk.Connect.Clean {
+		d.joining[cl.ID] = &joining{cl: cl}
+		return
+	}
+	delete(d.joining, cl.ID)
+	if s := d.sessions[cl.ID]; s != nil {
 		var b batch
 		d.discard(&b, s, "clean_start")
 		d.commit(&b)
 	}
+}
+
+// holdEarly keeps a QoS 0 message for a connection that is joining the
+// session id (see joining); it reports whether there is one. Beyond
+// Config.MaxQueued such messages are dropped.
+func (d *dispatcher) holdEarly(id string, m *outMsg) bool {
+	j := d.joining[id]
+	if j == nil {
+		return false
+	}
+	if j.cl.Closed() { // it failed before attaching (mochi calls no hook then)
+		delete(d.joining, id)
+		return false
+	}
+	if len(j.early) >= d.maxQueued {
+		d.drop("qos0_offline", 1)
+		return true
+	}
+	j.early = append(j.early, m)
+	return true
 }
 
 // OnSessionEstablished attaches a connection to its session, resends what
@@ -63,6 +101,11 @@ func (d *dispatcher) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	}
 	if d.closed {
 		return
+	}
+	var early []*outMsg
+	if j := d.joining[cl.ID]; j != nil && j.cl == cl {
+		early = j.early
+		delete(d.joining, cl.ID)
 	}
 	var b batch
 	s := d.sessions[cl.ID]
@@ -107,6 +150,9 @@ func (d *dispatcher) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	}
 	d.fill(s, &b)
 	d.commit(&b)
+	for _, m := range early {
+		d.send(c, m.publish())
+	}
 
 	d.senders.Add(1)
 	go d.runSender(c)
@@ -132,6 +178,9 @@ func (d *dispatcher) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	delete(d.subscribing, cl)
+	if j := d.joining[cl.ID]; j != nil && j.cl == cl {
+		delete(d.joining, cl.ID)
+	}
 	s := d.sessions[cl.ID]
 	if s == nil {
 		return
