@@ -1,7 +1,9 @@
 package broker
 
 import (
+	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -132,5 +134,39 @@ func TestQoS0WhileResuming(t *testing.T) {
 			}
 			again.ping() // its answer is the next packet: no PUBLISH before it
 		})
+	}
+}
+
+// A connection that failed between joining its session and being attached (its CONNACK could
+// not be written: mochi calls no hook then) is forgotten at the next connection's join, and
+// holds no message meanwhile.
+func TestJoiningForgetsFailedConnection(t *testing.T) {
+	b := startBroker(t, Config{})
+	d := b.disp
+	resume := packets.Packet{Connect: packets.ConnectParams{Clean: false}}
+	c1, c2 := net.Pipe()
+	defer c2.Close()
+	failed := b.srv.NewClient(c1, "test", "failed", false)
+	d.OnSessionEstablish(failed, resume)
+	failed.Stop(errors.New("writing the CONNACK failed"))
+	d.mu.Lock()
+	held := d.holdEarly("failed", &outMsg{})
+	d.mu.Unlock()
+	if held {
+		t.Error("a QoS 0 message was held for a connection that had failed")
+	}
+
+	d.OnSessionEstablish(failed, resume) // it joins again, closed, and nothing routes to it
+	c3, c4 := net.Pipe()
+	defer c4.Close()
+	other := b.srv.NewClient(c3, "test", "other", false)
+	defer other.Stop(nil)
+	d.OnSessionEstablish(other, resume)
+	d.mu.Lock()
+	_, kept := d.joining["failed"]
+	_, joined := d.joining["other"]
+	d.mu.Unlock()
+	if kept || !joined {
+		t.Errorf("joining after another connection's join: failed kept %v, other %v; want false, true", kept, joined)
 	}
 }

@@ -57,6 +57,11 @@ func (d *dispatcher) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	if d.closed {
 		return
 	}
+	for id, j := range d.joining {
+		if j.cl.Closed() { // it failed before attaching, and mochi calls no hook then
+			delete(d.joining, id)
+		}
+	}
 	if !pk.Connect.Clean {
 		d.joining[cl.ID] = &joining{cl: cl}
 		return
@@ -77,7 +82,7 @@ func (d *dispatcher) holdEarly(id string, m *outMsg) bool {
 	if j == nil {
 		return false
 	}
-	if j.cl.Closed() { // it failed before attaching (mochi calls no hook then)
+	if j.cl.Closed() {
 		delete(d.joining, id)
 		return false
 	}
