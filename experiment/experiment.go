@@ -15,6 +15,8 @@ import (
 	"github.com/lpsdev/lps/config"
 	"github.com/lpsdev/lps/report"
 	"github.com/lpsdev/lps/topology"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // Kinds of experiment.
@@ -230,7 +232,13 @@ func runTopology(ctx context.Context, cfg *Config, kind string) (report.Run, err
 		return report.Run{}, err
 	}
 	defer t.Close()
-	w := newWorkload(cfg, kind, t)
+	// The load's log: the ledger counts a failed try, this says why it failed.
+	log, closeLog, err := fileLogger(filepath.Join(dir, "load.log"))
+	if err != nil {
+		return report.Run{}, err
+	}
+	defer closeLog()
+	w := newWorkload(cfg, kind, t, log)
 	var run report.Run
 	switch cfg.Kind {
 	case Failover:
@@ -242,4 +250,16 @@ func runTopology(ctx context.Context, cfg *Config, kind string) (report.Run, err
 		return run, err
 	}
 	return run, w.writeLedger(filepath.Join(dir, "requests.csv"))
+}
+
+// fileLogger logs JSON lines at debug level to path, and nowhere else; close flushes and
+// closes the file. (Not zap.Open: it would read a colon in the path, which the default
+// report folder's name has, as a URL scheme.)
+func fileLogger(path string) (log *zap.Logger, close func(), err error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, nil, fmt.Errorf("the load's log: %w", err)
+	}
+	log = zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(f), zapcore.DebugLevel))
+	return log, func() { _ = log.Sync(); _ = f.Close() }, nil
 }

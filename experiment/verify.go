@@ -1,15 +1,19 @@
 package experiment
 
 import (
+	"bufio"
 	"encoding/csv"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/lpsdev/lps/loadgen"
 	"github.com/lpsdev/lps/report"
 	"github.com/lpsdev/lps/topology"
 )
@@ -17,7 +21,8 @@ import (
 // Verify checks what an experiment wrote into cfg.Out against what it measured: the LPS lost
 // and duplicated no alarm; every fault of the seeded schedule happened at its time (stopped
 // within late of it, started no earlier than planned); results.json parses and agrees with
-// the runs; report.html has each plot; each requests.csv has a line per alarm sent. It is
+// the runs; report.html has each plot; each requests.csv has a line per alarm sent, and
+// load.log a line with the error of each failed try that requests.csv counts. It is
 // what the tests of both targets assert, and a researcher can run it on a finished run.
 func Verify(cfg Config, e report.Experiment, late time.Duration) error {
 	if err := cfg.defaults(); err != nil {
@@ -164,4 +169,49 @@ func verifyLedger(fail func(string, ...any), cfg Config, r report.Run) {
 	if len(rows) != r.Sent+1 {
 		fail("%s: requests.csv has %d rows, want a header and %d alarms", r.Topology, len(rows), r.Sent)
 	}
+	// Every try but an alarm's acknowledged one failed, and load.log tells why.
+	failed := 0
+	for _, row := range rows[1:] {
+		if len(row) < 4 {
+			fail("%s: requests.csv: row %q", r.Topology, row)
+			return
+		}
+		n, err := strconv.Atoi(row[2])
+		if err != nil {
+			fail("%s: requests.csv: row %q: %v", r.Topology, row, err)
+			return
+		}
+		failed += n
+		if row[3] == "true" {
+			failed--
+		}
+	}
+	logged, err := failedTries(filepath.Join(cfg.Out, r.Topology, "load.log"))
+	if err != nil {
+		fail("%s: %v", r.Topology, err)
+	} else if logged != failed {
+		fail("%s: load.log has %d failed tries with their error, requests.csv %d", r.Topology, logged, failed)
+	}
+}
+
+// failedTries counts the load's lines about a failed try that name its error.
+func failedTries(path string) (int, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	n := 0
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		var line struct{ Msg, Error string }
+		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+			return n, fmt.Errorf("%s: %w", path, err)
+		}
+		if line.Msg == loadgen.MsgTryFailed && line.Error != "" {
+			n++
+		}
+	}
+	return n, sc.Err()
 }

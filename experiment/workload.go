@@ -16,6 +16,7 @@ import (
 	"github.com/lpsdev/lps/report"
 	"github.com/lpsdev/lps/roles/mqttbroker"
 	"github.com/lpsdev/lps/topology"
+	"go.uber.org/zap"
 )
 
 // drainQuiet is how long the LPS must stay drained (empty queue, nothing in flight, every
@@ -28,6 +29,7 @@ type workload struct {
 	kind   string
 	t      target
 	ledger *ledger.Ledger
+	log    *zap.Logger // the load's: every failed try and its error (load.log)
 	prefix string
 	http   *http.Client
 
@@ -38,8 +40,8 @@ type workload struct {
 	idle map[string]faults.Memory // their resident memory then, started and not yet loaded
 }
 
-func newWorkload(cfg *Config, kind string, t target) *workload {
-	return &workload{cfg: cfg, kind: kind, t: t, ledger: ledger.New(),
+func newWorkload(cfg *Config, kind string, t target, log *zap.Logger) *workload {
+	return &workload{cfg: cfg, kind: kind, t: t, ledger: ledger.New(), log: log,
 		prefix: fmt.Sprintf("%s-%s", cfg.Kind, kind), http: &http.Client{Timeout: 5 * time.Second}}
 }
 
@@ -59,7 +61,7 @@ func (w *workload) failures() int64 {
 func (w *workload) newLoad(prefix string, devices int, rate float64, d time.Duration) (*loadgen.Load, error) {
 	l, err := loadgen.New(loadgen.Config{
 		URLs: w.t.Comp1URLs(), Devices: devices, Rate: rate, Duration: d,
-		Prefix: prefix, Seed: w.cfg.Seed, Ledger: w.ledger,
+		Prefix: prefix, Seed: w.cfg.Seed, Ledger: w.ledger, Logger: w.log,
 	})
 	if err != nil {
 		return nil, err

@@ -56,6 +56,10 @@ const (
 	Headnumber = "8023"
 )
 
+// MsgTryFailed is the message of the debug line Config.Logger gets for every failed try of an
+// alarm, with its request_id, url, try and error.
+const MsgTryFailed = "alarm failed; retrying on the next instance"
+
 // DefaultPhones are the three phone numbers the devices take turns at.
 var DefaultPhones = []string{"0151", "0160", "0170"}
 
@@ -390,7 +394,7 @@ func (l *Load) deliver(ctx context.Context, a *delivery) bool {
 			return true
 		}
 		l.failures.Add(1)
-		if ce := l.cfg.Logger.Check(zapcore.DebugLevel, "alarm failed; retrying on the next instance"); ce != nil {
+		if ce := l.cfg.Logger.Check(zapcore.DebugLevel, MsgTryFailed); ce != nil {
 			ce.Write(zap.String("request_id", a.id), zap.String("url", u), zap.Int("try", try), zap.Error(err))
 		}
 		if ctx.Err() != nil {
