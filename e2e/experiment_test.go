@@ -43,7 +43,7 @@ func TestExperimentCommand(t *testing.T) {
 			t.Errorf("output lacks %s:\n%s", re, text)
 		}
 	}
-	for _, f := range []string{"report.html", "summary.md", "results.json", "baseline/requests.csv", "lps/requests.csv", "lps/broker.log"} {
+	for _, f := range []string{"report.html", "summary.md", "results.json", "baseline/requests.csv", "lps/requests.csv", "baseline/load.log", "lps/load.log", "lps/broker.log"} {
 		if fi, err := os.Stat(filepath.Join(out, f)); err != nil || fi.Size() == 0 {
 			t.Errorf("%s: %v", f, err)
 		}
