@@ -253,8 +253,8 @@ func runTopology(ctx context.Context, cfg *Config, kind string) (report.Run, err
 }
 
 // fileLogger logs JSON lines at debug level to path, and nowhere else; close flushes and
-// closes the file. (Not zap.Open: it would read a colon in the path, which the default
-// report folder's name has, as a URL scheme.)
+// closes the file. (Not zap.Open: it parses a path as a URL, so a --out whose first segment
+// has a colon would be read as a scheme.)
 func fileLogger(path string) (log *zap.Logger, close func(), err error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
