@@ -8,7 +8,9 @@
 # poll's resolution is 0.2 s), latency p50/p99, lost, duplicated, and the CPU seconds the
 # `lps up` process used per 1,000 alarms (utime+stime from /proc/PID/stat); for the LPS also how
 # evenly the broker spread the alarms over the three mqtt2http (the largest deviation of one
-# consumer's share from the mean, from lps_broker_shared_deliveries_total).
+# consumer's share from the mean, from lps_broker_shared_deliveries_total). "vs" is a row's
+# delivered rate against the last baseline row before it in the same round (issue 15's ratio:
+# the machine's speed drifts between rounds, so a ratio is only fair within one round).
 #
 #   scripts/perf-table.sh                      # the default rows
 #   LPS=/tmp/lps scripts/perf-table.sh "lps --model none --max-inflight 32"
@@ -35,8 +37,9 @@ rows=("$@")
   "lps --max-inflight 1"
 )
 clk=$(getconf CLK_TCK)
-printf '%-45s %9s %9s %8s %8s %5s %5s %9s %6s\n' run acked/s deliv/s p50 p99 lost dup cpu-s/1k fair%
+printf '%-45s %9s %9s %6s %8s %8s %5s %5s %9s %6s\n' run acked/s deliv/s vs p50 p99 lost dup cpu-s/1k fair%
 for round in $(seq "$REPEAT"); do
+basedeliv=
 for row in "${rows[@]}"; do
   bin=$LPS
   if [[ $row == bin=* ]]; then read -r binarg rest <<<"$row"; bin=${binarg#bin=}; else rest=$row; fi
@@ -68,9 +71,12 @@ for row in "${rows[@]}"; do
   lost=$(awk '$1=="lost"{print $2}' <<<"$res"); dup=$(awk '$1=="duplicated"{print $2}' <<<"$res")
   # The load's own start-up and the verify's last poll are inside t0..t1: an upper bound of
   # the time to deliver, so the delivered rate is a lower bound.
-  printf '%-45s %9s %9.0f %8s %8s %5s %5s %9.3f %6s\n' "$row" "$persec" \
-    "$(echo "$acked / ($t1 - $t0)" | bc -l)" "$p50" "$p99" "$lost" "$dup" \
-    "$(echo "($cpu1 - $cpu0) / $clk / $acked * 1000" | bc -l)" "$fair"
+  deliv=$(echo "$acked / ($t1 - $t0)" | bc -l)
+  [ "$topo" = baseline ] && basedeliv=$deliv
+  vs=-
+  [ -n "$basedeliv" ] && vs=$(printf '%.0f%%' "$(echo "$deliv / $basedeliv * 100" | bc -l)")
+  printf '%-45s %9s %9.0f %6s %8s %8s %5s %5s %9.3f %6s\n' "$row" "$persec" "$deliv" "$vs" \
+    "$p50" "$p99" "$lost" "$dup" "$(echo "($cpu1 - $cpu0) / $clk / $acked * 1000" | bc -l)" "$fair"
   rm -f "$out"
 done
 done
