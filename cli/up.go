@@ -107,7 +107,7 @@ The services a user talks to listen on fixed ports, as the compose files publish
 	fs.StringVar(&cfg.BrokerURL, "broker", "", "lps topology: use this external MQTT v5 broker instead of the embedded one")
 	fs.StringVar(&cfg.BrokerCAFile, "ca-file", "", "lps topology: PEM bundle of the CA certificates an mqtts:// --broker is verified with (empty: the system's)")
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "lps topology: the embedded broker's data directory (empty: memory)")
-	fs.IntVar(&cfg.MaxInflight, "max-inflight", 0, "lps topology: each mqtt2http's receive maximum and concurrency (0: its default, 32; 1 is the original's)")
+	fs.IntVar(&cfg.MaxInflight, "max-inflight", 0, fmt.Sprintf("lps topology: each mqtt2http's receive maximum and concurrency (0: its default, %d; 1 is the original's)", mqtt2http.DefaultMaxInflight))
 	fs.DurationVar(&statusEvery, "status-every", 5*time.Second, "print a status line this often when something changed (0: never)")
 	return cmd
 }

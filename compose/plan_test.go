@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/lpsdev/lps/broker"
+	"github.com/lpsdev/lps/roles/mqtt2http"
 	topo "github.com/lpsdev/lps/topology"
 )
 
@@ -67,7 +68,7 @@ func TestComposeFilesFollowThePlan(t *testing.T) {
 			// The published ports are the plan's only while nobody moves them.
 			var env []string
 			for _, v := range []string{"LPS_PORT_COMP1_1", "LPS_PORT_COMP1_2", "LPS_PORT_COMP1_3", "LPS_PORT_RAST_SIM", "LPS_PORT_BROKER", "LPS_PORT_BROKER_ADMIN", "LPS_BROKER_URL",
-				"LPS_BROKER_USERNAME", "LPS_BROKER_PASSWORD"} {
+				"LPS_BROKER_USERNAME", "LPS_BROKER_PASSWORD", "LPS_MQTT2HTTP_MAX_INFLIGHT"} {
 				env = append(env, v+"=")
 			}
 			out, err := v2.run(ctx, env, "lpsplan"+randomName(), []string{tt.file}, "config", "--format", "json")
@@ -90,6 +91,11 @@ func TestComposeFilesFollowThePlan(t *testing.T) {
 				checkService(t, n, s, tt.listen[n.Role], tt.admin[n.Role])
 				if tt.kind == topo.LPS {
 					checkCredentials(t, n, s, passwords)
+				}
+				// The compose file runs mqtt2http with the product's measured default, not a
+				// copy of it that was left behind when the default moved.
+				if got, want := s.Environment["LPS_MAX_INFLIGHT"], strconv.Itoa(mqtt2http.DefaultMaxInflight); n.Role == topo.RoleMQTT2HTTP && got != want {
+					t.Errorf("%s: LPS_MAX_INFLIGHT %q, mqtt2http's default is %s", n.Name, got, want)
 				}
 			}
 			for name := range file.Services {
