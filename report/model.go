@@ -14,7 +14,8 @@ type Experiment struct {
 	// Target is "local" or "compose".
 	Target   string `json:"target"`
 	Faithful bool   `json:"faithful"`
-	// Devices is the closed model's device count (failover), 0 for an open-model run.
+	// Devices is the failover's closed-model device count; 0 for a performance run, whose
+	// Steps say what load each step ran.
 	Devices int `json:"devices,omitempty"`
 	// Background is the background workload's requests per second straight to rast-sim.
 	Background float64 `json:"background_rate"`

@@ -5,6 +5,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
+	"html/template"
 	"io"
 	"io/fs"
 	"math"
@@ -740,4 +741,46 @@ func TestSummaryMemoryRows(t *testing.T) {
 	if !reflect.DeepEqual(back.Runs[1].PeakRSS, e.Runs[1].PeakRSS) || !reflect.DeepEqual(back.Runs[0].IdleRSS, e.Runs[0].IdleRSS) {
 		t.Errorf("results.json's memory figures %v/%v, want %v/%v", back.Runs[0].IdleRSS, back.Runs[1].PeakRSS, e.Runs[0].IdleRSS, e.Runs[1].PeakRSS)
 	}
+}
+
+// TestSummaryLoad: the header says what load the alarms came from, in summary.md and on the
+// page: the failover's devices, the performance steps of the closed model (devices) or of the
+// open one (rates), and "-" for a run without either. A performance run with device steps once
+// read "devices: 0 (open model)".
+func TestSummaryLoad(t *testing.T) {
+	open := Experiment{Kind: "performance", Runs: []Run{{Topology: "lps", Steps: []Step{{Rate: 1000}, {Rate: 2000}, {Rate: 2500.5}}}}}
+	for _, tt := range []struct {
+		name string
+		e    Experiment
+		want string
+	}{
+		{"failover", synthetic(420, 200), "load: 100 devices (closed model)"},
+		{"performance, devices", performance(), "load: 250, 500, 750, 1000, 1250"},
+		{"performance, rates", open, "load: 1000, 2000, 2500.5 alarms/s (open model, a step each)"},
+		{"nothing ran", Experiment{Kind: "performance"}, "load: -"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir, page := writeTo(t, tt.e)
+			b, err := os.ReadFile(filepath.Join(dir, "summary.md"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(string(b), "- "+tt.want) {
+				t.Errorf("summary.md's header lacks %q:\n%s", tt.want, firstLines(string(b), 12))
+			}
+			if strings.Contains(string(b), "open model") != strings.Contains(tt.want, "open model") {
+				t.Errorf("summary.md names the open model where the load was not, or the reverse:\n%s", firstLines(string(b), 12))
+			}
+			label, value, _ := strings.Cut(tt.want, ": ")
+			if !strings.Contains(page, template.HTMLEscapeString(label)) || !strings.Contains(page, template.HTMLEscapeString(value)) {
+				t.Errorf("report.html lacks the header fact %q", tt.want)
+			}
+		})
+	}
+}
+
+// firstLines is the first n lines of s, for a failure message.
+func firstLines(s string, n int) string {
+	lines := strings.SplitN(s, "\n", n+1)
+	return strings.Join(lines[:min(n, len(lines))], "\n")
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -172,10 +173,6 @@ type fact struct{ Label, Value string }
 
 // headerFacts are what a reader needs to repeat or compare the experiment.
 func headerFacts(e Experiment) []fact {
-	devices := strconv.Itoa(e.Devices)
-	if e.Devices == 0 {
-		devices = "0 (open model)"
-	}
 	faithful := "no (the product's defaults)"
 	if e.Faithful {
 		faithful = "yes (the original's settings)"
@@ -192,9 +189,38 @@ func headerFacts(e Experiment) []fact {
 		{"time scale", strconv.FormatFloat(e.TimeScale, 'g', -1, 64)},
 		{"target", orDash(e.Target)},
 		{"faithful", faithful},
-		{"devices", devices},
+		{"load", loadFact(e)},
 		{"background", strconv.FormatFloat(e.Background, 'g', -1, 64) + " requests/s"},
 	}
+}
+
+// loadFact says what load the alarms came from: the failover's devices, or the performance
+// experiment's steps, devices of the closed model or rates of the open one, as its first run
+// that has steps ran them (a step that ended the experiment ends the list).
+func loadFact(e Experiment) string {
+	if e.Devices > 0 {
+		return strconv.Itoa(e.Devices) + " devices (closed model)"
+	}
+	for _, r := range e.Runs {
+		if len(r.Steps) == 0 {
+			continue
+		}
+		var each []string
+		open := false
+		for _, s := range r.Steps {
+			if s.Rate > 0 {
+				open = true
+				each = append(each, number(s.Rate, -1))
+			} else {
+				each = append(each, strconv.Itoa(s.Devices))
+			}
+		}
+		if open {
+			return strings.Join(each, ", ") + " alarms/s (open model, a step each)"
+		}
+		return strings.Join(each, ", ") + " devices (closed model, a step each)"
+	}
+	return "-"
 }
 
 func clock(t time.Time) string {
